@@ -1,0 +1,86 @@
+"""Build the Python stubs and the Envoy descriptor set from proto/.
+
+Stubs land in server/callcontrol/v1/ (the proto package callcontrol.v1 is the
+Python package callcontrol.v1), with mypy stubs beside them; the descriptor set
+(with imports, for Envoy's transcoder) is server/callcontrol/v1/api_descriptor.pb.
+Nothing generated is committed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc_tools
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO = ROOT / "proto"
+OUT = ROOT / "server"
+PACKAGE = OUT / "callcontrol" / "v1"
+DESCRIPTOR = PACKAGE / "api_descriptor.pb"
+
+
+def _includes() -> list[str]:
+    # googleapis-common-protos ships google/api/*.proto beside its modules;
+    # grpc_tools ships google/protobuf/*.proto.
+    import google.api.annotations_pb2 as annotations
+
+    googleapis = Path(annotations.__file__).resolve().parent.parent.parent
+    well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
+    return [f"-I{PROTO}", f"-I{googleapis}", f"-I{well_known}"]
+
+
+def _plugins() -> list[str]:
+    # mypy-protobuf's plugins are console scripts beside this interpreter.
+    bindir = Path(sys.executable).parent
+    return [
+        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
+    ]
+
+
+def _run(args: list[str]) -> None:
+    code = protoc.main(["protoc", *args])
+    if code != 0:
+        raise SystemExit(f"protoc failed ({code}): {' '.join(args)}")
+
+
+def main() -> None:
+    sources = sorted(str(p.relative_to(PROTO)) for p in (PROTO / "callcontrol").rglob("*.proto"))
+    if not sources:
+        raise SystemExit("no .proto files under proto/callcontrol")
+    PACKAGE.mkdir(parents=True, exist_ok=True)
+    # Stubs only for our own files: passing google/* here would write a
+    # google/ folder that shadows the installed package.
+    _run(
+        [
+            *_includes(),
+            *_plugins(),
+            f"--python_out={OUT}",
+            f"--grpc_python_out={OUT}",
+            f"--mypy_out={OUT}",
+            f"--mypy_grpc_out={OUT}",
+            *sources,
+        ]
+    )
+    # error_details.proto must be in the set for Envoy to print rpc details.
+    _run(
+        [
+            *_includes(),
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={DESCRIPTOR}",
+            *sources,
+            "google/rpc/error_details.proto",
+            "google/rpc/status.proto",
+        ]
+    )
+    (PACKAGE / "__init__.py").write_text(
+        '"""Generated from proto/callcontrol/v1 by scripts/build_proto.py."""\n'
+    )
+    print(f"generated {len(sources)} proto files into {PACKAGE.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
