@@ -1,0 +1,19 @@
+"""Who is calling: set by the auth interceptor for the duration of one RPC."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+from callcontrol.config import Application
+
+_caller: ContextVar[Application] = ContextVar("callcontrol_caller")
+request_id: ContextVar[str] = ContextVar("callcontrol_request_id", default="-")
+
+
+def current_app() -> Application:
+    """The authenticated application of the RPC being served."""
+    return _caller.get()
+
+
+def set_current_app(app: Application) -> object:
+    return _caller.set(app)

@@ -1,0 +1,280 @@
+"""Call control: commands in, FreeSWITCH traffic out, outcomes and lifecycle events back.
+
+This is where the three rooms meet: it takes validated commands from the API,
+turns them into ESL frames on a call's channel, reads the call's events, moves
+sessions and operations through their states, and publishes lifecycle events.
+It knows nothing of gRPC and nothing of sockets.
+
+Mapping (DESIGN.md):
+* answer      sendmsg execute answer, Event-UUID = operation id; succeeds on the
+              CHANNEL_EXECUTE_COMPLETE whose Application-UUID is that id.
+* hangup      sendmsg call-command hangup + hangup-cause; succeeds on +OK.
+* disconnect  exit; succeeds on +OK; the call returns to the dialplan.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from callcontrol.config import GatewayConfig
+from callcontrol.errors import Unavailable
+from callcontrol.esl.frames import Event, Frame, encode_command, encode_sendmsg
+from callcontrol.esl.link import CallChannel, Reply
+from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, EventStream
+from callcontrol.operations import Operation, OperationStore, Status
+from callcontrol.sessions import Session, SessionRegistry, SessionState
+from callcontrol.validation import DEFAULT_CAUSE
+
+log = logging.getLogger(__name__)
+
+
+class _Call:
+    """What the controller keeps per live socket."""
+
+    __slots__ = ("answer_ops", "channel", "exiting", "hangup_reported", "session")
+
+    def __init__(self, channel: CallChannel, session: Session) -> None:
+        self.channel = channel
+        self.session = session
+        self.answer_ops: set[str] = set()  # in-progress answer operation ids (= Event-UUIDs)
+        self.hangup_reported = False
+        self.exiting = False
+
+
+class CallControl:
+    """Implements ``LinkHandler``; owns the session registry and the operations."""
+
+    def __init__(self, config: GatewayConfig, events: EventStream) -> None:
+        self._config = config
+        self._events = events
+        self.sessions = SessionRegistry()
+        self.operations = OperationStore(
+            retention=config.operations.retention, on_finished=self._report_result
+        )
+        self._calls: dict[str, _Call] = {}
+        self._timeout_ms = config.operations.timeout_ms
+
+    # -- commands (from the API) ---------------------------------------------
+    def answer(self, app_id: str, session_id: str, command_uid: str) -> Operation:
+        op, call = self._begin(app_id, session_id, "answer", command_uid)
+        if call is not None:
+            call.answer_ops.add(op.operation_id)
+            frame = encode_sendmsg(
+                [
+                    ("call-command", "execute"),
+                    ("execute-app-name", "answer"),
+                    ("Event-UUID", op.operation_id),
+                ]
+            )
+            # Success comes with CHANNEL_EXECUTE_COMPLETE; the reply only says queued.
+            call.channel.send(frame, lambda reply: self._on_queued(call, op, reply))
+        return op
+
+    def hangup(self, app_id: str, session_id: str, command_uid: str, cause: str) -> Operation:
+        op, call = self._begin(app_id, session_id, "hangup", command_uid)
+        if call is not None:
+            frame = encode_sendmsg([("call-command", "hangup"), ("hangup-cause", cause or DEFAULT_CAUSE)])
+            call.channel.send(frame, lambda reply: self._on_dispatched(op, reply))
+        return op
+
+    def disconnect(self, app_id: str, session_id: str, command_uid: str) -> Operation:
+        op, call = self._begin(app_id, session_id, "disconnect", command_uid)
+        if call is not None:
+            # Refuse later commands from now on, before FreeSWITCH even replies.
+            call.exiting = True
+            self._fail_answers(call, "session_disconnected", "the session was disconnected")
+            self.sessions.end(session_id, SessionState.DISCONNECTED)
+            call.channel.send(encode_command("exit"), lambda reply: self._on_dispatched(op, reply))
+        return op
+
+    def _begin(
+        self, app_id: str, session_id: str, command: str, command_uid: str
+    ) -> tuple[Operation, _Call | None]:
+        """The operation for this command, and the call to act on when it is new."""
+        # A repeat is answered from the first operation, whatever the session
+        # has become since, and nothing is sent again.
+        existing = self.operations.find(app_id, session_id, command_uid, command)
+        if existing is not None:
+            return existing, None
+        session = self.sessions.for_command(app_id, session_id)
+        call = self._calls.get(session_id)
+        if call is None or call.session is not session:
+            raise Unavailable(f"session {session_id} has no live connection")
+        op = self.operations.start(
+            app_id=app_id,
+            session_id=session_id,
+            command=command,
+            command_uid=command_uid,
+            timeout_ms=self._timeout_ms,
+        )
+        return op, call
+
+    # -- replies ---------------------------------------------------------------
+    def _on_queued(self, call: _Call, op: Operation, reply: Reply) -> None:
+        if not reply.ok:
+            call.answer_ops.discard(op.operation_id)
+            self.operations.finish(op.operation_id, Status.FAILED, "freeswitch_error", reply.text)
+
+    def _on_dispatched(self, op: Operation, reply: Reply) -> None:
+        if reply.ok:
+            self.operations.finish(op.operation_id, Status.SUCCEEDED)
+        else:
+            self.operations.finish(op.operation_id, Status.FAILED, "freeswitch_error", reply.text)
+
+    def _report_result(self, op: Operation) -> None:
+        self._events.publish(
+            CommandResult(
+                app_id=op.app_id,
+                session_id=op.session_id,
+                operation_id=op.operation_id,
+                command=op.command,
+                command_uid=op.command_uid,
+                status=op.status.value,
+                reason=op.reason,
+                message=op.message,
+                occurred_at=op.finished_at or datetime.now(UTC),
+            )
+        )
+
+    # -- the link (LinkHandler) -------------------------------------------------
+    def call_connected(self, channel: CallChannel) -> None:
+        data = channel.channel_data
+        session_id = channel.unique_id
+        app_id = data.get(f"variable_{self._config.esl.app_variable}", "")
+        if not app_id or self._config.application(app_id) is None:
+            log.warning(
+                "call %s has no known owner (%s=%r); returning it to the dialplan",
+                session_id,
+                self._config.esl.app_variable,
+                app_id,
+            )
+            channel.send(encode_command("exit"), lambda reply: None)
+            return
+        session = Session(
+            session_id=session_id,
+            app_id=app_id,
+            caller_number=data.get("Caller-Caller-ID-Number", ""),
+            destination_number=data.get("Caller-Destination-Number", ""),
+            direction=data.get("Call-Direction", ""),
+        )
+        if data.get("Answer-State") == "answered":
+            session.state = SessionState.ANSWERED
+            session.answered_at = datetime.now(UTC)
+        if not self.sessions.add(session):
+            log.error("call %s is already connected; refusing a second socket", session_id)
+            channel.send(encode_command("exit"), lambda reply: None)
+            return
+        self._calls[session_id] = _Call(channel, session)
+        log.info(
+            "call %s for %s from %s to %s",
+            session_id,
+            app_id,
+            session.caller_number,
+            session.destination_number,
+        )
+        self._events.publish(
+            CallInitiated(
+                app_id=app_id,
+                session_id=session_id,
+                caller_number=session.caller_number,
+                destination_number=session.destination_number,
+                direction=session.direction,
+                occurred_at=session.created_at,
+            )
+        )
+
+    def call_event(self, channel: CallChannel, event: Event) -> None:
+        call = self._calls.get(channel.unique_id)
+        if call is None or event.get("Unique-ID", channel.unique_id) != channel.unique_id:
+            return
+        name = event.name
+        if name == "CHANNEL_EXECUTE_COMPLETE":
+            self._execute_complete(call, event)
+        elif name == "CHANNEL_ANSWER":
+            if call.session.answered_at is None:
+                call.session.answered_at = datetime.now(UTC)
+            if call.session.state is SessionState.RINGING:
+                call.session.state = SessionState.ANSWERED
+        elif name == "CHANNEL_HANGUP":
+            if call.session.state in (SessionState.RINGING, SessionState.ANSWERED):
+                call.session.state = SessionState.HANGUP
+            cause = event.get("Hangup-Cause", "") or "UNKNOWN"
+            self._fail_answers(call, "call_hangup", f"the call hung up ({cause}) before answer completed")
+        elif name == "CHANNEL_HANGUP_COMPLETE":
+            self._report_hangup(call, event)
+
+    def _execute_complete(self, call: _Call, event: Event) -> None:
+        op_id = event.get("Application-UUID", "")
+        if event.get("Application") != "answer" or op_id not in call.answer_ops:
+            return
+        call.answer_ops.discard(op_id)
+        session = call.session
+        if session.answered_at is None:
+            session.answered_at = datetime.now(UTC)
+        if session.state is SessionState.RINGING:
+            session.state = SessionState.ANSWERED
+        if not session.answer_reported:
+            session.answer_reported = True
+            self._events.publish(CallAnswered(app_id=session.app_id, session_id=session.session_id))
+        self.operations.finish(op_id, Status.SUCCEEDED)
+
+    def call_notice(self, channel: CallChannel, notice: Frame) -> None:
+        call = self._calls.get(channel.unique_id)
+        if call is None:
+            return
+        if notice.headers.get("Content-Disposition") == "linger" and not call.exiting:
+            # The call is over and FreeSWITCH waits for us: release it.
+            call.exiting = True
+            channel.send(encode_command("exit"), lambda reply: None)
+
+    def call_closed(self, channel: CallChannel, reason: str) -> None:
+        call = self._calls.pop(channel.unique_id, None)
+        if call is None:
+            return
+        if not call.exiting and not call.hangup_reported:
+            log.warning("call %s lost its socket: %s", channel.unique_id, reason)
+        self._fail_answers(call, "connection_lost", f"the Event Socket connection closed: {reason}")
+        if not call.hangup_reported and call.session.state is not SessionState.DISCONNECTED:
+            call.hangup_reported = True
+            self._events.publish(
+                CallHangup(
+                    app_id=call.session.app_id,
+                    session_id=call.session.session_id,
+                    cause="UNKNOWN",
+                    reason="connection_lost",
+                )
+            )
+        if call.session.state is not SessionState.DISCONNECTED:
+            self.sessions.end(call.session.session_id, SessionState.HANGUP)
+
+    def _report_hangup(self, call: _Call, event: Event) -> None:
+        if call.hangup_reported:
+            return
+        call.hangup_reported = True
+        call.session.state = SessionState.HANGUP
+        self._fail_answers(call, "call_hangup", "the call hung up before answer completed")
+        self._events.publish(
+            CallHangup(
+                app_id=call.session.app_id,
+                session_id=call.session.session_id,
+                cause=event.get("Hangup-Cause", "") or "UNKNOWN",
+                q850_code=_int_or_none(event.get("variable_hangup_cause_q850")),
+                sip_code=_int_or_none(event.get("variable_sip_term_status")),
+            )
+        )
+        self.sessions.end(call.session.session_id, SessionState.HANGUP)
+
+    def _fail_answers(self, call: _Call, reason: str, message: str) -> None:
+        for op_id in list(call.answer_ops):
+            call.answer_ops.discard(op_id)
+            self.operations.finish(op_id, Status.FAILED, reason, message)
+
+    def shutdown(self) -> None:
+        self.operations.shutdown()
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)

@@ -1,0 +1,126 @@
+"""The composition root: one place that builds and wires every part.
+
+``Gateway.start()`` opens the webhook outbox, binds the outbound Event Socket
+listener and the gRPC server (with health and reflection). ``shutdown()`` is
+idempotent and stops in the order that loses nothing: stop taking RPCs (grace
+period), close the call sockets (calls go back to their dialplan; their last
+events are still stored), cancel deadlines, then let webhook delivery finish
+what it is doing and close the outbox (pending events wait for the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from callcontrol.api.auth import Authenticator
+from callcontrol.api.interceptors import GatewayInterceptor
+from callcontrol.api.servicers import OperationsServicer, SessionCommandsServicer, SessionsServicer
+from callcontrol.config import Address, GatewayConfig
+from callcontrol.control import CallControl
+from callcontrol.esl.link import OutboundLink
+from callcontrol.events import EventStream
+from callcontrol.v1 import (
+    commands_pb2,
+    commands_pb2_grpc,
+    deliveries_pb2,
+    operations_pb2,
+    operations_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+)
+from callcontrol.webhooks import WebhookService, add_to_server
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    commands_pb2.DESCRIPTOR.services_by_name["SessionCommands"].full_name,
+    operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
+    sessions_pb2.DESCRIPTOR.services_by_name["Sessions"].full_name,
+    deliveries_pb2.DESCRIPTOR.services_by_name["Deliveries"].full_name,
+)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        events: EventStream | None = None,
+        webhooks: WebhookService | None = None,
+    ) -> None:
+        self.config = config
+        self.events = events or EventStream()
+        self.webhooks = webhooks or WebhookService(config)
+        self.events.add_sink(self.webhooks)
+        self._webhook_task: asyncio.Task[None] | None = None
+        self.control = CallControl(config, self.events)
+        self.link = OutboundLink(
+            config.esl.listen,
+            self.control,
+            reply_timeout=config.esl.reply_timeout_ms / 1000,
+            max_connections=config.esl.max_connections,
+        )
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(interceptors=[GatewayInterceptor(Authenticator(config.applications))])
+        commands_pb2_grpc.add_SessionCommandsServicer_to_server(
+            SessionCommandsServicer(self.control), self.server
+        )
+        operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(self.control), self.server)
+        sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsServicer(self.control), self.server)
+        add_to_server(self.server, self.webhooks)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self.grpc_address: Address | None = None
+        self.esl_address: Address | None = None
+        self._started = False
+        self._stopped = False
+
+    async def start(self) -> None:
+        self._webhook_task = asyncio.create_task(self.webhooks.run(), name="webhook-delivery")
+        self.esl_address = await self.link.start()
+        listen = self.config.grpc_listen
+        port = self.server.add_insecure_port(str(listen))
+        if port == 0:
+            raise OSError(f"cannot listen for gRPC on {listen}")
+        self.grpc_address = Address(listen.host, port)
+        await self.server.start()
+        self._started = True
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for name in SERVICE_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC listening on %s", self.grpc_address)
+
+    async def shutdown(self, grace: float = 2.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._started:
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(grace)
+        await self.link.shutdown()
+        self.control.shutdown()
+        await self.webhooks.shutdown()
+        if self._webhook_task is not None:
+            await self._webhook_task
+        self.webhooks.close()
+        log.info("gateway stopped")
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()

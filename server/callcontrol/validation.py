@@ -1,0 +1,61 @@
+"""Request checks that run before anything reaches FreeSWITCH.
+
+Every value that can end up in an ESL frame is checked here against a strict
+pattern, so client text can never carry a newline or a header onto the wire.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from callcontrol.causes import Q850_CAUSES
+from callcontrol.errors import FieldViolation, InvalidArgument
+
+_COMMAND_UID = re.compile(r"[a-zA-Z0-9._-]{1,128}")
+_CAUSE = re.compile(r"[A-Z_]{1,64}")
+DEFAULT_CAUSE = "NORMAL_CLEARING"
+
+
+def session_id_violation(value: str, field: str = "session_id") -> FieldViolation | None:
+    if not value:
+        return FieldViolation(field, "required")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return FieldViolation(field, "must be a UUID")
+    # FreeSWITCH prints Unique-IDs in the canonical lowercase 8-4-4-4-12 form.
+    if str(parsed) != value.lower() or len(value) != 36:
+        return FieldViolation(field, "must be a UUID in 8-4-4-4-12 form")
+    return None
+
+
+def canonical_uuid(value: str) -> str:
+    return value.lower()
+
+
+def command_uid_violation(value: str) -> FieldViolation | None:
+    if value and not _COMMAND_UID.fullmatch(value):
+        return FieldViolation("command_uid", "at most 128 characters of [a-zA-Z0-9._-]")
+    return None
+
+
+def cause_violation(value: str) -> FieldViolation | None:
+    if not value:
+        return None
+    if not _CAUSE.fullmatch(value):
+        return FieldViolation("cause", "at most 64 characters of [A-Z_]")
+    if value not in Q850_CAUSES:
+        return FieldViolation("cause", f"{value} is not a Q.850 cause FreeSWITCH knows")
+    return None
+
+
+def check(*violations: FieldViolation | None) -> None:
+    """Raise InvalidArgument naming every violated field."""
+    found = [v for v in violations if v is not None]
+    if found:
+        raise InvalidArgument(found)
+
+
+def operation_id_violation(value: str) -> FieldViolation | None:
+    return session_id_violation(value, "operation_id")

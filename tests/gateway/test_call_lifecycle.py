@@ -1,0 +1,100 @@
+"""Calls that end on FreeSWITCH's side: caller hangup, socket drop, switch shutdown."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, Subscription
+from callcontrol.gateway import Gateway
+from callcontrol.simulator import FreeSwitchSimulator, SimulatedCall
+from callcontrol.v1 import commands_pb2
+from tests.conftest import DEMO_AUTH, Stubs, next_event
+
+
+async def _connected(sim: FreeSwitchSimulator, events: Subscription, **kwargs: object) -> SimulatedCall:
+    call = await sim.place_call(**kwargs)  # type: ignore[arg-type]
+    await next_event(events, CallInitiated, call.uuid)
+    return call
+
+
+async def test_call_initiated_carries_the_channel_data(
+    simulator: FreeSwitchSimulator, events: Subscription
+) -> None:
+    call = await simulator.place_call(caller_number="+15551230000", destination_number="8084")
+    initiated = await next_event(events, CallInitiated, call.uuid)
+    assert (initiated.app_id, initiated.caller_number, initiated.destination_number, initiated.direction) == (
+        "demo-app",
+        "+15551230000",
+        "8084",
+        "inbound",
+    )
+    assert [c.line for c in call.commands[:3]] == ["connect", "myevents", "linger"]
+
+
+async def test_caller_hangs_up_first_fails_the_open_answer_and_reports_the_hangup(
+    gateway: Gateway, simulator: FreeSwitchSimulator, stubs: Stubs, events: Subscription
+) -> None:
+    call = await _connected(simulator, events, answer_completes=False)
+    envelope = await stubs.commands.Answer(
+        commands_pb2.AnswerRequest(session_id=call.uuid), metadata=DEMO_AUTH
+    )
+    await call.wait_for_command(lambda c: c.line.startswith("sendmsg"))
+
+    await call.caller_hangup("ORIGINATOR_CANCEL")
+
+    result = await next_event(events, CommandResult, call.uuid)
+    assert (result.operation_id, result.status, result.reason) == (
+        envelope.operation_id,
+        "failed",
+        "call_hangup",
+    )
+    hangup = await next_event(events, CallHangup, call.uuid)
+    assert (hangup.cause, hangup.q850_code, hangup.reason) == (
+        "ORIGINATOR_CANCEL",
+        16,
+        "hangup_complete",
+    )  # FreeSWITCH maps causes above 127 to 16
+    await call.wait_closed()  # released with exit after the linger notice
+    assert call.commands[-1].line == "exit"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stubs.commands.Hangup(commands_pb2.HangupRequest(session_id=call.uuid), metadata=DEMO_AUTH)
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    assert len(gateway.control.sessions) == 0
+
+
+async def test_socket_drop_fails_open_operations_reports_hangup_and_spares_other_calls(
+    simulator: FreeSwitchSimulator, stubs: Stubs, events: Subscription
+) -> None:
+    lost = await _connected(simulator, events, answer_completes=False)
+    other = await _connected(simulator, events)
+    await stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=lost.uuid), metadata=DEMO_AUTH)
+    await lost.wait_for_command(lambda c: c.line.startswith("sendmsg"))
+
+    await lost.drop_socket()
+
+    result = await next_event(events, CommandResult, lost.uuid)
+    assert (result.status, result.reason) == ("failed", "connection_lost")
+    hangup = await next_event(events, CallHangup, lost.uuid)
+    assert (hangup.cause, hangup.reason) == ("UNKNOWN", "connection_lost")
+    await stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=other.uuid), metadata=DEMO_AUTH)
+    assert (await next_event(events, CommandResult, other.uuid)).status == "succeeded"
+
+
+async def test_freeswitch_shutdown_hangs_up_every_call_with_system_shutdown(
+    gateway: Gateway, simulator: FreeSwitchSimulator, stubs: Stubs, events: Subscription
+) -> None:
+    calls = [await _connected(simulator, events) for _ in range(3)]
+    await stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=calls[0].uuid), metadata=DEMO_AUTH)
+    await next_event(events, CallAnswered, calls[0].uuid)
+
+    await simulator.shutdown_switch()
+
+    causes = {}
+    for _ in calls:
+        hangup = await next_event(events, CallHangup)
+        causes[hangup.session_id] = hangup.cause
+    assert causes == {c.uuid: "SYSTEM_SHUTDOWN" for c in calls}
+    for call in calls:
+        await call.wait_closed()
+    assert len(gateway.control.sessions) == 0
