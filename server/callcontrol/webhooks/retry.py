@@ -1,0 +1,109 @@
+"""When to try a webhook again, and when to stop.
+
+Retried: no response (timeout, connection refused or reset) and the statuses
+that say "later": 429 and 5xx. A ``Retry-After`` (seconds or an HTTP date)
+on those is honoured as given. Anything else that is not 2xx (other 4xx, an
+unexpected 1xx or 3xx) means the receiver refused this body and sending it
+again will not help, so the delivery fails at once and waits for a person
+(see the Deliveries API's redeliver).
+
+Between retries: exponential backoff with full jitter (a uniform delay in
+``[0, min(max, base * 2**(n-1))]``), which spreads a recovering receiver's
+backlog instead of hitting it in waves. A delivery stops after
+``max_attempts`` attempts or once its next attempt would start more than
+``max_age_s`` after its first (a redelivery starts a fresh budget).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+from dataclasses import dataclass
+
+from callcontrol.webhooks.outbox import Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff and retention knobs that WebhookConfig does not (yet) carry."""
+
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 600.0
+    # Finished rows are deleted after these ages, so the file stays bounded.
+    delivered_retention_s: float = 24 * 3600.0
+    failed_retention_s: float = 30 * 24 * 3600.0
+    prune_interval_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.backoff_base_s <= self.backoff_max_s:
+            raise ValueError("backoff_base_s must be > 0 and <= backoff_max_s")
+        if min(self.delivered_retention_s, self.failed_retention_s, self.prune_interval_s) <= 0:
+            raise ValueError("retention and prune interval must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one attempt and, for a retry, when the next one starts."""
+
+    outcome: Outcome
+    next_attempt_at: float | None = None
+    # Why the delivery was given up, when it was.
+    give_up_reason: str = ""
+
+
+def is_retriable(status_code: int | None) -> bool:
+    return status_code is None or status_code == 429 or 500 <= status_code <= 599
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC in RFC 5322
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_delay(policy: RetryPolicy, failures: int, rng: random.Random) -> float:
+    """Full-jitter delay after the ``failures``-th failed attempt (1-based)."""
+    exponent = min(failures - 1, 62)
+    ceiling = min(policy.backoff_max_s, policy.backoff_base_s * math.ldexp(1.0, exponent))
+    return rng.uniform(0.0, ceiling)
+
+
+def decide(
+    *,
+    status_code: int | None,
+    retry_after: str | None,
+    round_attempts: int,
+    round_started_at: float,
+    now: float,
+    max_attempts: int,
+    max_age_s: float,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> Decision:
+    """Decide after an attempt; ``round_attempts`` counts it."""
+    if status_code is not None and 200 <= status_code <= 299:
+        return Decision(Outcome.DELIVERED)
+    if not is_retriable(status_code):
+        return Decision(Outcome.FAILED, give_up_reason=f"HTTP {status_code} is not retried")
+    if round_attempts >= max_attempts:
+        return Decision(Outcome.FAILED, give_up_reason=f"gave up after {round_attempts} attempts")
+    wait = parse_retry_after(retry_after, now)
+    if wait is None:
+        wait = backoff_delay(policy, round_attempts, rng)
+    next_at = now + wait
+    if next_at - round_started_at > max_age_s:
+        return Decision(
+            Outcome.FAILED, give_up_reason=f"gave up: next attempt past max_age_s ({max_age_s:g} s)"
+        )
+    return Decision(Outcome.RETRY, next_attempt_at=next_at)

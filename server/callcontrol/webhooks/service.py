@@ -1,0 +1,229 @@
+"""The webhook component: an event sink in front, delivery lanes behind.
+
+``emit`` is called by the event stream on the loop; it encodes the event,
+commits it to the outbox and wakes the lane of its application, all before
+returning, so an emitted event survives a crash. Events of applications
+without a ``webhook_url`` are not stored (there is nowhere to send them and
+nothing would ever prune them); they are counted in
+``webhook_events_skipped_no_url_total``.
+
+``run`` delivers until ``shutdown``. The outbox stays open after shutdown so
+late events (hangups while the gateway stops) are still stored for the next
+start; ``close`` releases the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+
+import aiohttp
+from callcontrol.config import ConfigError, GatewayConfig
+from callcontrol.events import LifecycleEvent
+from callcontrol.webhooks.catalogue import encode_body
+from callcontrol.webhooks.delivery import default_session
+from callcontrol.webhooks.dispatcher import DeliverySettings, Dispatcher, Route
+from callcontrol.webhooks.metrics import WebhookMetrics
+from callcontrol.webhooks.outbox import (
+    DeliveryRecord,
+    DeliveryStatus,
+    NewDelivery,
+    SqliteOutbox,
+)
+from callcontrol.webhooks.retry import RetryPolicy
+from callcontrol.webhooks.signing import SigningKey
+
+log = logging.getLogger(__name__)
+
+_PRUNE_BATCH = 1000
+
+
+class RedeliverRefused(Exception):
+    """The delivery is still pending; it will be attempted without asking."""
+
+
+class _State(StrEnum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+def _routes(config: GatewayConfig) -> dict[str, Route]:
+    routes: dict[str, Route] = {}
+    for app in config.applications:
+        if not app.webhook_url:
+            continue
+        keys = []
+        for index, secret in enumerate(app.webhook_secrets):
+            try:
+                keys.append(SigningKey.parse(secret))
+            except ValueError as exc:
+                raise ConfigError(f"applications[{app.app_id}].webhook_secrets[{index}]: {exc}") from exc
+        if not keys:
+            raise ConfigError(f"applications[{app.app_id}].webhook_secrets: required with webhook_url")
+        routes[app.app_id] = Route(app.app_id, app.webhook_url, tuple(keys))
+    return routes
+
+
+class WebhookService:
+    """Stores lifecycle events durably and delivers them as signed webhooks."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        retry: RetryPolicy | None = None,
+        durable_sync: bool = False,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        hooks = config.webhooks
+        self._routes = _routes(config)
+        self._session_factory = session_factory or default_session
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self._metrics = WebhookMetrics()
+        self._outbox = SqliteOutbox(hooks.outbox_path, durable_sync=durable_sync)
+        self._recover_orphans()
+        self._metrics.queue_depth = self._outbox.pending_count()
+        self._dispatcher = Dispatcher(
+            self._outbox,
+            self._routes,
+            DeliverySettings(
+                concurrency=hooks.per_destination_concurrency,
+                request_timeout_s=hooks.request_timeout_s,
+                max_attempts=hooks.max_attempts,
+                max_age_s=hooks.max_age_s,
+                policy=self._retry,
+            ),
+            self._metrics,
+            clock=clock,
+            rng=rng or random.Random(),  # noqa: S311 - jitter, not secrets
+        )
+        self._state = _State.NEW
+        self._stopped = asyncio.Event()
+        self._done = asyncio.Event()
+
+    def _recover_orphans(self) -> None:
+        """Pending events of applications that lost their webhook_url since they were stored."""
+        for app_id in sorted(self._outbox.pending_apps() - self._routes.keys()):
+            count = self._outbox.fail_pending(app_id, "application has no webhook_url", self._clock())
+            log.warning("failed %d pending webhooks of %s: it has no webhook_url now", count, app_id)
+
+    # -- EventSink ------------------------------------------------------
+
+    def emit(self, event: LifecycleEvent) -> None:
+        """Commit the event to the outbox and wake its lane; raises OutboxError if it cannot."""
+        started = time.perf_counter()
+        if event.app_id not in self._routes:
+            self._metrics.events_skipped += 1
+            log.debug("%s %s not stored: %s has no webhook_url", event.type, event.event_id, event.app_id)
+            return
+        stored = self._outbox.add(
+            NewDelivery(
+                event_id=event.event_id,
+                event_type=event.type,
+                app_id=event.app_id,
+                session_id=event.session_id,
+                body=encode_body(event),
+                created_at=self._clock(),
+            )
+        )
+        if stored:
+            self._metrics.events_stored += 1
+            self._metrics.queue_depth += 1
+            self._dispatcher.wake(event.app_id)
+        self._metrics.emit_latency.observe(time.perf_counter() - started)
+
+    # -- lifecycle ------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until ``shutdown``; returns at once if it was already called."""
+        if self._state is not _State.NEW:
+            return
+        self._state = _State.RUNNING
+        try:
+            session = self._session_factory()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._dispatcher.run(session), name="webhook-dispatcher")
+                    group.create_task(self._prune_periodically(), name="webhook-retention")
+            finally:
+                await session.close()
+        finally:
+            self._state = _State.STOPPED
+            self._done.set()
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop claiming; attempts in flight get ``grace`` seconds, then stay pending. Idempotent."""
+        if not self._stopped.is_set():
+            self._stopped.set()
+            self._dispatcher.stop(grace)
+        if self._state is _State.RUNNING:
+            await self._done.wait()
+        self._state = _State.STOPPED
+
+    def close(self) -> None:
+        """Release the outbox file; call after ``shutdown``. Later emits fail."""
+        self._outbox.close()
+
+    # -- retention ------------------------------------------------------
+
+    async def _prune_periodically(self) -> None:
+        while not self._stopped.is_set():
+            await self.prune()
+            try:
+                async with asyncio.timeout(self._retry.prune_interval_s):
+                    await self._stopped.wait()
+            except TimeoutError:
+                pass
+
+    async def prune(self) -> int:
+        """Delete finished deliveries past retention, in small batches between loop turns."""
+        now = self._clock()
+        removed = 0
+        for status, keep in (
+            (DeliveryStatus.DELIVERED, self._retry.delivered_retention_s),
+            (DeliveryStatus.FAILED, self._retry.failed_retention_s),
+        ):
+            while (batch := self._outbox.prune(status, now - keep, _PRUNE_BATCH)) > 0:
+                removed += batch
+                await asyncio.sleep(0)
+        if removed:
+            log.info("pruned %d finished webhook deliveries", removed)
+        return removed
+
+    # -- queries for the Deliveries API ---------------------------------
+
+    def get_delivery(self, app_id: str, delivery_id: str) -> DeliveryRecord | None:
+        return self._outbox.get(app_id, delivery_id)
+
+    def list_deliveries(
+        self, app_id: str, status: DeliveryStatus, limit: int, before_seq: int | None = None
+    ) -> list[DeliveryRecord]:
+        return list(self._outbox.list_deliveries(app_id, status, limit, before_seq))
+
+    def redeliver(self, app_id: str, delivery_id: str) -> DeliveryRecord | None:
+        """Queue a finished delivery again; None if unknown, RedeliverRefused if it cannot be."""
+        if self._outbox.get(app_id, delivery_id) is None:
+            return None
+        if app_id not in self._routes:
+            raise RedeliverRefused("the application has no webhook_url")
+        try:
+            record = self._outbox.requeue(app_id, delivery_id, self._clock())
+        except ValueError as exc:
+            raise RedeliverRefused(str(exc)) from exc
+        if record is not None:
+            self._metrics.redeliveries += 1
+            self._metrics.queue_depth += 1
+            self._dispatcher.wake(app_id)
+        return record
+
+    def metrics(self) -> Mapping[str, float]:
+        """A snapshot of the counters (see ``callcontrol.webhooks.metrics``)."""
+        return self._metrics.snapshot()

@@ -1,0 +1,263 @@
+"""The SQLite outbox: durability, per-session heads, budgets, retention, and cheap queries."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from callcontrol.webhooks import DeliveryStatus, OutboxError, Outcome
+from callcontrol.webhooks.outbox import AttemptRecord, NewDelivery, SqliteOutbox
+
+
+def _new(event_id: str, session: str = "s1", app_id: str = "a", at: float = 100.0) -> NewDelivery:
+    return NewDelivery(event_id, "call.answered", app_id, session, b'{"id":"%s"}' % event_id.encode(), at)
+
+
+def _attempt(outcome: Outcome, number: int = 1, status: int | None = 200, at: float = 100.0) -> AttemptRecord:
+    return AttemptRecord(number, at, "http://r/hooks", status, "", 1.5, outcome)
+
+
+def _due_ids(outbox: SqliteOutbox, now: float = 1000.0, app_id: str = "a") -> list[str]:
+    return [d.event_id for d in outbox.due(app_id, now, 100)]
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> SqliteOutbox:
+    box = SqliteOutbox(str(tmp_path / "outbox.db"))
+    yield box  # type: ignore[misc]
+    box.close()
+
+
+def test_an_added_event_is_committed_when_add_returns(tmp_path: Path, outbox: SqliteOutbox) -> None:
+    assert outbox.add(_new("e1"))
+    other = sqlite3.connect(tmp_path / "outbox.db")
+    try:
+        assert other.execute("SELECT event_id, status FROM deliveries").fetchall() == [("e1", "pending")]
+    finally:
+        other.close()
+
+
+def test_uses_wal_with_normal_sync_by_default(outbox: SqliteOutbox, tmp_path: Path) -> None:
+    db = outbox._db
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    full = SqliteOutbox(str(tmp_path / "full.db"), durable_sync=True)
+    try:
+        assert full._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        full.close()
+
+
+def test_the_same_event_id_is_stored_once(outbox: SqliteOutbox) -> None:
+    assert outbox.add(_new("e1"))
+    assert not outbox.add(_new("e1"))
+    assert outbox.pending_count() == 1
+
+
+def test_only_the_oldest_pending_event_of_a_session_is_due(outbox: SqliteOutbox) -> None:
+    for event_id, session in [("a1", "s1"), ("b1", "s2"), ("a2", "s1"), ("a3", "s1"), ("b2", "s2")]:
+        outbox.add(_new(event_id, session))
+    assert _due_ids(outbox) == ["a1", "b1"]
+    first = outbox.due("a", 1000.0, 100)[0]
+    outbox.record_attempt(first.seq, _attempt(Outcome.DELIVERED), last_error="")
+    assert _due_ids(outbox) == ["b1", "a2"]
+
+
+def test_a_failed_head_lets_the_next_event_go(outbox: SqliteOutbox) -> None:
+    outbox.add(_new("e1"))
+    outbox.add(_new("e2"))
+    head = outbox.due("a", 1000.0, 1)[0]
+    outbox.record_attempt(head.seq, _attempt(Outcome.FAILED, status=400), last_error="HTTP 400")
+    assert _due_ids(outbox) == ["e2"]
+    record = outbox.get("a", "e1")
+    assert record is not None
+    assert record.status is DeliveryStatus.FAILED
+    assert record.last_status_code == 400
+    assert record.last_error == "HTTP 400"
+
+
+def test_a_retry_keeps_the_session_waiting_until_it_is_due(outbox: SqliteOutbox) -> None:
+    outbox.add(_new("e1"))
+    outbox.add(_new("e2"))
+    head = outbox.due("a", 1000.0, 1)[0]
+    outbox.record_attempt(
+        head.seq, _attempt(Outcome.RETRY, status=503), next_attempt_at=2000.0, last_error="x"
+    )
+    assert _due_ids(outbox, now=1999.0) == []
+    assert outbox.next_due("a") == 2000.0
+    again = outbox.due("a", 2000.0, 1)[0]
+    assert (again.event_id, again.round_attempts, again.attempts) == ("e1", 1, 1)
+
+
+def test_claimed_deliveries_can_be_excluded(outbox: SqliteOutbox) -> None:
+    outbox.add(_new("e1", "s1"))
+    outbox.add(_new("e2", "s2"))
+    first = outbox.due("a", 1000.0, 1)[0]
+    assert [d.event_id for d in outbox.due("a", 1000.0, 10, exclude=[first.seq])] == ["e2"]
+    assert outbox.next_due("a", exclude=[first.seq]) == 100.0
+    assert outbox.next_due("b") is None
+
+
+def test_applications_do_not_see_each_others_rows(outbox: SqliteOutbox) -> None:
+    outbox.add(_new("e1", app_id="a"))
+    outbox.add(_new("e2", "s1", app_id="b"))  # same session id, other app: its own head
+    assert _due_ids(outbox, app_id="a") == ["e1"]
+    assert _due_ids(outbox, app_id="b") == ["e2"]
+    assert outbox.get("b", "e1") is None
+
+
+def test_every_attempt_is_kept_with_its_details(outbox: SqliteOutbox) -> None:
+    outbox.add(_new("e1"))
+    seq = outbox.due("a", 1000.0, 1)[0].seq
+    outbox.record_attempt(
+        seq,
+        AttemptRecord(1, 200.0, "http://r", None, "timeout after 1 s", 1000.0, Outcome.RETRY),
+        next_attempt_at=300.0,
+        last_error="timeout after 1 s",
+    )
+    outbox.record_attempt(
+        seq, AttemptRecord(2, 300.0, "http://r", 204, "", 2.5, Outcome.DELIVERED), last_error=""
+    )
+    record = outbox.get("a", "e1")
+    assert record is not None
+    assert record.status is DeliveryStatus.DELIVERED
+    assert record.attempt_count == 2
+    assert record.finished_at == pytest.approx(300.0025)
+    assert [(a.attempt, a.status_code, a.error, a.outcome) for a in record.attempts] == [
+        (1, None, "timeout after 1 s", Outcome.RETRY),
+        (2, 204, "", Outcome.DELIVERED),
+    ]
+    assert record.body == b'{"id":"e1"}'
+
+
+def test_requeue_gives_a_finished_delivery_a_fresh_budget(outbox: SqliteOutbox) -> None:
+    outbox.add(_new("e1"))
+    seq = outbox.due("a", 1000.0, 1)[0].seq
+    outbox.record_attempt(seq, _attempt(Outcome.FAILED, status=400), last_error="HTTP 400")
+    record = outbox.requeue("a", "e1", now=5000.0)
+    assert record is not None
+    assert record.status is DeliveryStatus.PENDING
+    assert record.next_attempt_at == 5000.0
+    due = outbox.due("a", 5000.0, 1)[0]
+    assert (due.round_attempts, due.round_started_at, due.attempts) == (0, 5000.0, 1)
+    with pytest.raises(ValueError, match="pending"):
+        outbox.requeue("a", "e1", now=5001.0)
+    assert outbox.requeue("a", "nope", now=5001.0) is None
+    assert outbox.requeue("b", "e1", now=5001.0) is None
+
+
+def test_a_requeued_event_goes_before_later_events_of_its_session(outbox: SqliteOutbox) -> None:
+    outbox.add(_new("e1"))
+    outbox.add(_new("e2"))
+    outbox.add(_new("e3"))
+    e1 = outbox.due("a", 1000.0, 1)[0]
+    outbox.record_attempt(e1.seq, _attempt(Outcome.FAILED, status=400), last_error="")
+    e2 = outbox.due("a", 1000.0, 1)[0]
+    assert e2.event_id == "e2"
+    outbox.requeue("a", "e1", now=1000.0)
+    assert _due_ids(outbox) == ["e2"]  # e2 is in flight: still the only head
+    outbox.record_attempt(e2.seq, _attempt(Outcome.DELIVERED), last_error="")
+    assert _due_ids(outbox) == ["e1"]
+
+
+def test_prune_removes_old_finished_rows_and_their_attempts_only(outbox: SqliteOutbox) -> None:
+    for i in range(5):
+        outbox.add(_new(f"d{i}", session=f"s{i}"))
+    outbox.add(_new("p0", session="p"))
+    for due in outbox.due("a", 1000.0, 100):
+        if due.event_id.startswith("d"):
+            outbox.record_attempt(due.seq, _attempt(Outcome.DELIVERED, at=100.0), last_error="")
+    assert outbox.prune(DeliveryStatus.FAILED, finished_before=1e9, limit=10) == 0
+    assert outbox.prune(DeliveryStatus.DELIVERED, finished_before=50.0, limit=10) == 0
+    assert outbox.prune(DeliveryStatus.DELIVERED, finished_before=1e9, limit=3) == 3
+    assert outbox.prune(DeliveryStatus.DELIVERED, finished_before=1e9, limit=3) == 2
+    assert outbox._db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0
+    assert outbox.pending_count() == 1
+    with pytest.raises(ValueError, match="never"):
+        outbox.prune(DeliveryStatus.PENDING, 1e9, 10)
+
+
+def test_listing_is_newest_first_and_pages_by_seq(outbox: SqliteOutbox) -> None:
+    for i in range(5):
+        outbox.add(_new(f"e{i}", session=f"s{i}"))
+    first = outbox.list_deliveries("a", DeliveryStatus.PENDING, 2)
+    assert [r.event_id for r in first] == ["e4", "e3"]
+    second = outbox.list_deliveries("a", DeliveryStatus.PENDING, 10, before_seq=first[-1].seq)
+    assert [r.event_id for r in second] == ["e2", "e1", "e0"]
+    assert outbox.list_deliveries("a", DeliveryStatus.FAILED, 10) == []
+
+
+def test_fail_pending_ends_an_applications_queue(outbox: SqliteOutbox) -> None:
+    outbox.add(_new("e1"))
+    outbox.add(_new("e2"))
+    outbox.add(_new("x1", app_id="b"))
+    assert outbox.fail_pending("a", "application has no webhook_url", 10.0) == 2
+    assert outbox.pending_apps() == {"b"}
+    record = outbox.get("a", "e2")
+    assert record is not None
+    assert (record.status, record.last_error) == (DeliveryStatus.FAILED, "application has no webhook_url")
+
+
+def test_rows_survive_reopening_the_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "o.db")
+    box = SqliteOutbox(path)
+    box.add(_new("e1"))
+    box.add(_new("e2"))
+    box.close()
+    again = SqliteOutbox(path)
+    try:
+        assert _due_ids(again) == ["e1"]
+        assert again.pending_count() == 2
+    finally:
+        again.close()
+
+
+def test_a_second_owner_of_the_same_file_is_refused(outbox: SqliteOutbox) -> None:
+    with pytest.raises(OutboxError, match="already in use"):
+        SqliteOutbox(outbox.path)
+
+
+def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(OutboxError, match="schema version 99"):
+        SqliteOutbox(str(path))
+    SqliteOutbox(str(tmp_path / "fine.db")).close()  # and the lock was released on failure
+    with pytest.raises(OutboxError, match="schema version 99"):
+        SqliteOutbox(str(path))
+
+
+def test_hot_path_statements_seek_indexes_and_never_scan(outbox: SqliteOutbox) -> None:
+    statements: list[str] = []
+    for i in range(50):
+        outbox.add(_new(f"w{i}", session=f"s{i % 7}"))
+    outbox._db.set_trace_callback(statements.append)
+    outbox.add(_new("e1", session="s1"))
+    due = outbox.due("a", 1000.0, 4, exclude=[1, 2])
+    outbox.next_due("a", exclude=[1])
+    outbox.record_attempt(due[0].seq, _attempt(Outcome.RETRY), next_attempt_at=5.0, last_error="")
+    outbox.record_attempt(due[1].seq, _attempt(Outcome.DELIVERED), last_error="")
+    outbox.get("a", "e1")
+    outbox._db.set_trace_callback(None)
+    plans = {
+        sql: [row[3] for row in outbox._db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        for sql in statements
+        if sql.split()[0] in {"INSERT", "SELECT", "UPDATE", "DELETE"}
+    }
+    assert len(plans) >= 6
+    for sql, steps in plans.items():
+        assert not [s for s in steps if s.startswith("SCAN") or "TEMP B-TREE" in s], (sql, steps)
+        if "session_id = " in sql:
+            assert any("deliveries_session" in s for s in steps), (sql, steps)
+
+
+def test_in_memory_outbox_works_without_a_file() -> None:
+    box = SqliteOutbox(":memory:")
+    try:
+        assert box.add(_new("e1"))
+        assert _due_ids(box) == ["e1"]
+    finally:
+        box.close()
