@@ -1,0 +1,97 @@
+"""Run the whole stack in one process tree: gateway, Envoy, and in demo mode
+the FreeSWITCH simulator and a webhook receiver that prints what it gets.
+
+Start order: receiver → gateway → Envoy (waits until healthy) → simulated
+calls. Stop order is the reverse, so nothing is left running and no event is
+dropped: the gateway's shutdown stores the last events in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from pathlib import Path
+
+from callcontrol.config import DEMO_API_KEY, DEMO_APP_ID, GatewayConfig
+from callcontrol.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+def _demo_banner(rest_url: str | None, grpc: str, session_ids: list[str]) -> str:
+    sid = session_ids[0] if session_ids else "<session uuid>"
+    base = rest_url or "(REST disabled: --no-envoy)"
+    lines = [
+        "",
+        "call-control gateway is running",
+        f"  REST (Envoy)   {base}",
+        f"  gRPC           {grpc}",
+        f"  demo app       X-App-ID: {DEMO_APP_ID}   X-API-Key: {DEMO_API_KEY}",
+    ]
+    lines += [f"  simulated call {s}" for s in session_ids]
+    if rest_url:
+        lines += [
+            "",
+            "answer the simulated call:",
+            f"  curl -i -X POST {rest_url}/api/v1/sessions/{sid}/commands/answer \\",
+            f'    -H "X-App-ID: {DEMO_APP_ID}" -H "X-API-Key: {DEMO_API_KEY}" \\',
+            "    -H \"Content-Type: application/json\" -d '{}'",
+            "then hang it up:",
+            f"  curl -i -X POST {rest_url}/api/v1/sessions/{sid}/commands/hangup \\",
+            f'    -H "X-App-ID: {DEMO_APP_ID}" -H "X-API-Key: {DEMO_API_KEY}" \\',
+            '    -H "Content-Type: application/json" -d \'{"cause": "USER_BUSY"}\'',
+        ]
+    lines += ["", "Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
+
+
+async def _with_demo_receiver(cfg: GatewayConfig, stack: AsyncExitStack) -> GatewayConfig:
+    """Point the demo application at a local receiver unless it has a URL already."""
+    app = cfg.application(DEMO_APP_ID)
+    if app is None or app.webhook_url:
+        return cfg
+    from callcontrol.webhooks.demo_receiver import start_demo_receiver
+
+    runner, url = await start_demo_receiver("127.0.0.1", 0, app.webhook_secrets)
+    stack.push_async_callback(runner.cleanup)
+    log.info("demo webhook receiver at %s (prints every webhook, signature verified)", url)
+    apps = tuple(replace(a, webhook_url=url) if a.app_id == DEMO_APP_ID else a for a in cfg.applications)
+    return replace(cfg, applications=apps)
+
+
+async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, demo_calls: int) -> None:
+    async with AsyncExitStack() as stack:
+        if cfg.simulator:
+            cfg = await _with_demo_receiver(cfg, stack)
+        gateway = Gateway(cfg)
+        await gateway.start()
+        stack.push_async_callback(gateway.shutdown)
+        assert gateway.grpc_address is not None
+        assert gateway.esl_address is not None
+
+        rest_url = None
+        if envoy:
+            from callcontrol.rest.envoy_process import EnvoyProcess
+
+            run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callcontrol-envoy-")))
+            proxy = EnvoyProcess(cfg.rest, gateway.grpc_address, run_dir)
+            await proxy.start()
+            stack.push_async_callback(proxy.stop)
+            await proxy.wait_healthy()
+            rest_url = proxy.rest_url
+
+        session_ids: list[str] = []
+        if cfg.simulator:
+            from callcontrol.simulator import FreeSwitchSimulator
+
+            sim = FreeSwitchSimulator(gateway.esl_address.host, gateway.esl_address.port)
+            stack.push_async_callback(sim.close)
+            for n in range(demo_calls):
+                call = await sim.place_call(app_id=DEMO_APP_ID, caller_number=f"+1555000{n:04d}")
+                session_ids.append(call.uuid)
+        print(_demo_banner(rest_url, str(gateway.grpc_address), session_ids), flush=True)
+        await stop.wait()
+        log.info("stopping")
