@@ -98,11 +98,11 @@ def events(gateway: Gateway) -> Subscription:
     return gateway.events.subscribe()
 
 
-async def next_event(  # noqa: ASYNC109 - a deadline for the whole search
+async def next_event(
     sub: Subscription,
     kind: type[E],
     session_id: str | None = None,
-    timeout: float = 5.0,
+    timeout: float = 5.0,  # noqa: ASYNC109 - one deadline for the whole search
     where: Callable[[E], bool] | None = None,
 ) -> E:
     """The next event of that kind (and session), skipping others; fails after ``timeout``."""

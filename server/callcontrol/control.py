@@ -53,6 +53,7 @@ class CallControl:
             retention=config.operations.retention, on_finished=self._report_result
         )
         self._calls: dict[str, _Call] = {}
+        self._stopping = False
         self._timeout_ms = config.operations.timeout_ms
 
     # -- commands (from the API) ---------------------------------------------
@@ -232,6 +233,15 @@ class CallControl:
         call = self._calls.pop(channel.unique_id, None)
         if call is None:
             return
+        if self._stopping and not call.hangup_reported:
+            # Closing the socket hands the call back to its dialplan (04b): it
+            # is not hung up, so no call.hangup; it just leaves our control.
+            log.info("call %s returned to the dialplan: gateway stopping", channel.unique_id)
+            self._fail_answers(
+                call, "gateway_shutdown", "the gateway stopped; the call went back to the dialplan"
+            )
+            self.sessions.end(call.session.session_id, SessionState.DISCONNECTED)
+            return
         if not call.exiting and not call.hangup_reported:
             log.warning("call %s lost its socket: %s", channel.unique_id, reason)
         self._fail_answers(call, "connection_lost", f"the Event Socket connection closed: {reason}")
@@ -269,6 +279,10 @@ class CallControl:
         for op_id in list(call.answer_ops):
             call.answer_ops.discard(op_id)
             self.operations.finish(op_id, Status.FAILED, reason, message)
+
+    def begin_shutdown(self) -> None:
+        """From now on a closing socket means the gateway let the call go."""
+        self._stopping = True
 
     def shutdown(self) -> None:
         self.operations.shutdown()

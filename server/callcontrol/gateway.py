@@ -110,6 +110,7 @@ class Gateway:
         if self._started:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(grace)
+        self.control.begin_shutdown()
         await self.link.shutdown()
         self.control.shutdown()
         await self.webhooks.shutdown()

@@ -9,7 +9,7 @@ from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandR
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator, SimulatedCall
 from callcontrol.v1 import commands_pb2
-from tests.conftest import DEMO_AUTH, Stubs, next_event
+from tests.conftest import DEMO_AUTH, Stubs, drain, next_event
 
 
 async def _connected(sim: FreeSwitchSimulator, events: Subscription, **kwargs: object) -> SimulatedCall:
@@ -98,3 +98,19 @@ async def test_freeswitch_shutdown_hangs_up_every_call_with_system_shutdown(
     for call in calls:
         await call.wait_closed()
     assert len(gateway.control.sessions) == 0
+
+
+async def test_gateway_shutdown_returns_calls_to_the_dialplan_without_reporting_a_hangup(
+    gateway: Gateway, simulator: FreeSwitchSimulator, stubs: Stubs, events: Subscription
+) -> None:
+    call = await _connected(simulator, events, answer_completes=False)
+    await stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=call.uuid), metadata=DEMO_AUTH)
+    await call.wait_for_command(lambda c: c.line.startswith("sendmsg"))
+
+    await gateway.shutdown()
+
+    result = await next_event(events, CommandResult, call.uuid)
+    assert (result.status, result.reason) == ("failed", "gateway_shutdown")
+    await call.wait_closed()
+    assert call.returned_to_dialplan.is_set()
+    assert not [e for e in drain(events) if isinstance(e, CallHangup)]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from callcontrol.events import LifecycleEvent
 from callcontrol.webhooks import WebhookService
-
 from tests.webhooks.conftest import Receiver, answered, app, hangup, hook_config, initiated, session_id
 
 

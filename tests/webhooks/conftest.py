@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
 from callcontrol.config import Application, GatewayConfig, WebhookConfig, hash_api_key
 from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult
 from callcontrol.webhooks import RetryPolicy, WebhookService

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, LifecycleEvent
 from callcontrol.webhooks import encode_body, event_body
 from callcontrol.webhooks.catalogue import rfc3339

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from standardwebhooks.webhooks import Webhook
+
 from callcontrol.config import Application, hash_api_key
 from callcontrol.events import LifecycleEvent
 from callcontrol.webhooks import DeliveryStatus, RedeliverRefused, RetryPolicy, WebhookService
-from standardwebhooks.webhooks import Webhook
 
 from .conftest import (
     FAST_RETRY,

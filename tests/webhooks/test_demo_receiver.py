@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+
 from callcontrol.webhooks import SigningKey, WebhookService, webhook_headers
 from callcontrol.webhooks.demo_receiver import main, start_demo_receiver
 

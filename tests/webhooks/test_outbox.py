@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from callcontrol.webhooks import DeliveryStatus, OutboxError, Outcome
 from callcontrol.webhooks.outbox import AttemptRecord, NewDelivery, SqliteOutbox
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
+
 from callcontrol.webhooks import Outcome, RetryPolicy
 from callcontrol.webhooks.retry import backoff_delay, decide, is_retriable, parse_retry_after
 

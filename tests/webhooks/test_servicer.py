@@ -8,13 +8,14 @@ from typing import Any
 
 import grpc
 import pytest
+from google.api import annotations_pb2, http_pb2
+
 from callcontrol.api.identity import set_current_app
 from callcontrol.config import GatewayConfig
 from callcontrol.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound
 from callcontrol.v1 import deliveries_pb2 as pb
 from callcontrol.v1 import deliveries_pb2_grpc as pb_grpc
 from callcontrol.webhooks import DeliveryStatus, WebhookService, add_to_server
-from google.api import annotations_pb2, http_pb2
 
 from .conftest import (
     FAST_RETRY,

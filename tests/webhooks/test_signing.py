@@ -6,9 +6,10 @@ import base64
 from datetime import UTC, datetime
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
 from callcontrol.webhooks import SigningKey, webhook_headers
 from callcontrol.webhooks.signing import signature
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from .conftest import SECRET_A, SECRET_B
 

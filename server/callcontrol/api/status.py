@@ -51,5 +51,7 @@ def to_status(error: errors.GatewayError) -> grpc.Status:
             )
         )
     details.append(_pack(error_details_pb2.ErrorInfo(reason=error.reason.upper(), domain=DOMAIN)))
-    status: grpc.Status = rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
+    status: grpc.Status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=error.message, details=details)
+    )
     return status

@@ -18,7 +18,8 @@ against the captured transcripts):
   printed raw with ``snprintf``: a literal ``%`` or ``+`` there is data.
 * FreeSWITCH's URL encoder (``switch_url_encode``) escapes bytes below 0x20 or
   above 0x7E and ``\\r\\n #%&+:;<=>?@[\\]^`{|}"``, writes upper-case hex, leaves an
-  existing ``%XX`` (upper-case hex) alone, and writes an empty value as ``_undef_``.
+  existing ``%XX`` (upper-case hex) alone, and writes an empty value as ``_undef_``
+  (which the parser hands back as sent: FreeSWITCH itself does not map it back).
 
 Errors: `FrameError` (malformed input) and `UnsafeValue` (text that would break
 out of its line or header if written); both are `ValueError`.

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import concurrent.futures
+import contextlib
 import logging
 import socket as stdlib_socket
 import threading

@@ -151,7 +151,7 @@ class SimulatedCall:
         self._park_sent = False
         self._linger: int | None = None  # None: no linger; -1: no timeout; else seconds
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._messages: asyncio.Queue[Command] = asyncio.Queue()
+        self._messages: asyncio.Queue[Command | None] = asyncio.Queue()  # None: the channel is gone
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[tuple[Callable[[Command], bool], asyncio.Future[Command]]] = []
 
@@ -277,6 +277,8 @@ class SimulatedCall:
         self.state = state
         self._transition.set()
         self._transition = asyncio.Event()
+        if state == "destroyed":
+            self._messages.put_nowait(None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -511,8 +513,7 @@ class SimulatedCall:
 
     async def _run_messages(self) -> None:
         """The session thread: queued sendmsg messages run one after another."""
-        while True:
-            command = await self._messages.get()
+        while (command := await self._messages.get()) is not None:
             if self.state not in ("ringing", "answered"):
                 continue
             call_command = (command.headers.get("call-command") or "").lower()

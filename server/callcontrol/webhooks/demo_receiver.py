@@ -21,8 +21,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from aiohttp import web
-from callcontrol.config import DEMO_WEBHOOK_SECRET, Address, ConfigError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from callcontrol.config import DEMO_WEBHOOK_SECRET, Address, ConfigError
 
 __all__ = ["DemoReceiver", "start_demo_receiver"]
 

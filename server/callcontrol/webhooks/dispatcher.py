@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+
 from callcontrol.webhooks.delivery import post_webhook
 from callcontrol.webhooks.metrics import WebhookMetrics
 from callcontrol.webhooks.outbox import AttemptRecord, DueDelivery, Outcome, SqliteOutbox

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 
 import aiohttp
+
 from callcontrol.config import ConfigError, GatewayConfig
 from callcontrol.events import LifecycleEvent
 from callcontrol.webhooks.catalogue import encode_body

@@ -12,13 +12,14 @@ import base64
 import binascii
 
 import grpc  # type: ignore[import-untyped, unused-ignore]  # types-grpcio not yet a dev dependency
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from callcontrol.api.identity import current_app
 from callcontrol.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from callcontrol.v1 import deliveries_pb2 as pb
 from callcontrol.v1 import deliveries_pb2_grpc as pb_grpc
 from callcontrol.webhooks.outbox import DeliveryRecord, DeliveryStatus
 from callcontrol.webhooks.service import RedeliverRefused, WebhookService
-from google.protobuf.timestamp_pb2 import Timestamp
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
