@@ -47,6 +47,7 @@ async def _commands(calls: int) -> None:
         grpc_listen=Address("127.0.0.1", 0),
         esl=EslConfig(listen=Address("127.0.0.1", 0)),
         webhooks=WebhookConfig(outbox_path=":memory:"),
+        metrics_listen=None,
         applications=(demo_application(),),
     )
     async with Gateway(cfg) as gw:

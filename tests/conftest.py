@@ -41,6 +41,7 @@ def make_config(**overrides: Any) -> GatewayConfig:
         esl=EslConfig(listen=Address("127.0.0.1", 0), reply_timeout_ms=2000),
         operations=OperationsConfig(timeout_ms=2000),
         webhooks=WebhookConfig(outbox_path=":memory:"),
+        metrics_listen=Address("127.0.0.1", 0),
         applications=(
             demo_application(),
             Application(OTHER_APP_ID, hash_api_key(OTHER_API_KEY)),

@@ -103,6 +103,8 @@ class GatewayConfig:
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     rest: RestConfig = field(default_factory=RestConfig)
     applications: tuple[Application, ...] = ()
+    # Prometheus text endpoint (GET /metrics); None turns it off.
+    metrics_listen: Address | None = Address("127.0.0.1", 9464)
     # Address of a real FreeSWITCH is not needed for outbound ESL; this flag
     # only tells the run script whether to start the simulator.
     simulator: bool = True
@@ -239,9 +241,23 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
             ),
         ),
         applications=apps,
+        metrics_listen=_metrics_listen(raw.get("metrics", {}), cfg.metrics_listen),
         simulator=bool(raw.get("simulator", cfg.simulator)),
         log_level=str(raw.get("log_level", cfg.log_level)).upper(),
     )
+
+
+def _metrics_listen(raw: Any, default: Address | None) -> Address | None:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[metrics]: expected a table")
+    if "listen" not in raw:
+        return default
+    value = raw["listen"]
+    if value in ("", "off"):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError('metrics.listen: host:port, or "off"')
+    return Address.parse(value, "metrics.listen")
 
 
 def load_file(path: Path, base: GatewayConfig | None = None) -> GatewayConfig:

@@ -25,6 +25,7 @@ from callcontrol.config import Address, GatewayConfig
 from callcontrol.control import CallControl
 from callcontrol.esl.link import OutboundLink
 from callcontrol.events import EventStream
+from callcontrol.metrics_http import MetricsServer
 from callcontrol.v1 import (
     commands_pb2,
     commands_pb2_grpc,
@@ -83,6 +84,8 @@ class Gateway:
             ),
             self.server,
         )
+        self.metrics = MetricsServer(self._collect_metrics)
+        self.metrics_address: Address | None = None
         self.grpc_address: Address | None = None
         self.esl_address: Address | None = None
         self._started = False
@@ -98,6 +101,8 @@ class Gateway:
         self.grpc_address = Address(listen.host, port)
         await self.server.start()
         self._started = True
+        if self.config.metrics_listen is not None:
+            self.metrics_address = await self.metrics.start(self.config.metrics_listen)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         for name in SERVICE_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -117,7 +122,15 @@ class Gateway:
         if self._webhook_task is not None:
             await self._webhook_task
         self.webhooks.close()
+        await self.metrics.stop()
         log.info("gateway stopped")
+
+    def _collect_metrics(self) -> dict[str, float]:
+        return {
+            "sessions_live": len(self.control.sessions),
+            "operations_retained": len(self.control.operations),
+            **self.webhooks.metrics(),
+        }
 
     async def __aenter__(self) -> Gateway:
         await self.start()

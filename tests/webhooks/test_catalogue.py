@@ -15,7 +15,7 @@ from callcontrol.webhooks.catalogue import rfc3339
 
 from .conftest import answered, command_result, hangup, initiated, session_id
 
-README = Path(__file__).resolve().parents[2] / "server" / "callcontrol" / "webhooks" / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 ENVELOPE = ["id", "type", "occurred_at", "app_id", "session_id", "data"]
 
 
@@ -89,7 +89,8 @@ def test_encoded_body_is_compact_utf8_json_of_the_envelope() -> None:
 
 
 def _readme_examples() -> list[dict[str, object]]:
-    blocks = re.findall(r"```json\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    webhooks = README.read_text().split("\n## Webhooks\n", 1)[1]
+    blocks = re.findall(r"```json\n(.*?)```", webhooks, flags=re.DOTALL)
     return [json.loads(block) for block in blocks]
 
 

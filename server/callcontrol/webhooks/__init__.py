@@ -2,7 +2,7 @@
 
 The gateway wires ``WebhookService`` as an event sink (``emit``), runs it
 (``run``/``shutdown``) and registers the ``Deliveries`` API with
-``add_to_server``. See README.md here for the catalogue.
+``add_to_server``. The catalogue is documented in the top-level README.
 
 The demo receiver is its own entry point, ``callcontrol.webhooks.demo_receiver``
 (``start_demo_receiver``), kept out of this namespace so the gateway does not
