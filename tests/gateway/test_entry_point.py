@@ -61,10 +61,10 @@ async def test_metrics_endpoint_counts_sessions_and_webhooks(
     call = await simulator.place_call()
     await next_event(events, CallInitiated, call.uuid)
     assert gateway.metrics_address is not None
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://{gateway.metrics_address}/metrics") as response:
-            assert response.status == 200
-            text = await response.text()
+    url = f"http://{gateway.metrics_address}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200
+        text = await response.text()
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
     assert lines["callcontrol_sessions_live"] == "1"
     assert "callcontrol_webhook_attempts_total" in lines
