@@ -521,3 +521,11 @@ def test_public_surface_is_complete() -> None:
         "DEFAULT_MAX_BODY_BYTES",
         "DEFAULT_MAX_HEADER_BYTES",
     }
+
+
+def test_command_content_length_with_trailing_whitespace_control_is_read_like_atoi() -> None:
+    # Used to escape as a bare ValueError; FreeSWITCH's atoi() reads "3".
+    from callcontrol.esl.frames import CommandParser
+
+    [command] = CommandParser().commands(b"sendmsg\nContent-Length: 3\x1c\n\nabc")
+    assert command.body == b"abc"

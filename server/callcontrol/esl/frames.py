@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import ClassVar, Final, Generic, Literal, TypeVar
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -288,15 +288,20 @@ def _header_pairs(block: bytes, *, decode_values: bool) -> list[tuple[str, str]]
     return pairs
 
 
+def _checked_content_length(stripped: bytes, value: str | bytes, limit: int) -> int:
+    # ``stripped`` is what must be all ASCII digits; ``value`` is what int() reads and errors show.
+    if not _DIGITS.fullmatch(stripped):
+        raise FrameError(f"bad Content-Length: {value[:40]!r}")
+    length = int(stripped)
+    if length > limit:
+        raise FrameError(f"Content-Length {length} is over the {limit}-byte limit")
+    return length
+
+
 def _content_length(pairs: Iterable[tuple[str, str]], limit: int) -> int | None:
     for name, value in pairs:
         if name.lower() == "content-length":
-            if not _DIGITS.fullmatch(value.strip().encode()):
-                raise FrameError(f"bad Content-Length: {value[:40]!r}")
-            length = int(value)
-            if length > limit:
-                raise FrameError(f"Content-Length {length} is over the {limit}-byte limit")
-            return length
+            return _checked_content_length(value.strip().encode(), value, limit)
     return None
 
 
@@ -314,13 +319,21 @@ def parse_event_plain(body: bytes) -> Event:
     return Event(Headers(headers), rest[:length])
 
 
-class FrameParser:
-    """Client-side parser of what FreeSWITCH sends: feed bytes, take frames.
+_Meta = TypeVar("_Meta")
+_Out = TypeVar("_Out")
 
-    ``next_frame()`` returns None until a whole frame is buffered. It survives
-    frames split at any byte and many frames in one chunk. After a
-    `FrameError` the stream cannot be trusted; close the connection.
+
+class _LengthFramedReader(Generic[_Meta, _Out]):
+    """The buffering both parsers share: a header block up to a blank line, then a length-framed body.
+
+    A subclass says where a header block ends (`_HEAD_END`, `_resume_from`),
+    what its header block means (`_parse_head`) and what to return (`_build`).
     """
+
+    # Ends a header block; searched for in the buffer from ``_scan_from``.
+    _HEAD_END: ClassVar[re.Pattern[bytes]]
+    # What a header block is called in the size-limit errors.
+    _HEAD_NAME: ClassVar[str]
 
     def __init__(
         self,
@@ -332,90 +345,120 @@ class FrameParser:
         self._scan_from = 0
         self._max_header_bytes = max_header_bytes
         self._max_body_bytes = max_body_bytes
-        # Parsed header block of a frame whose body has not fully arrived yet.
-        self._pending: tuple[list[tuple[bytes, bytes]], int, int] | None = None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet returned as a frame."""
-        return len(self._buffer)
+        # Parsed header block whose body has not fully arrived yet: (meta, body start, body length).
+        self._pending: tuple[_Meta, int, int] | None = None
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
-    def frames(self, data: bytes = b"") -> list[Frame]:
-        """Feed ``data`` and return every complete frame."""
+    def _drain(self, data: bytes) -> list[_Out]:
         self.feed(data)
-        out: list[Frame] = []
-        while (frame := self.next_frame()) is not None:
-            out.append(frame)
+        out: list[_Out] = []
+        while (item := self._next()) is not None:
+            out.append(item)
         return out
 
-    def next_frame(self) -> Frame | None:
+    def _next(self) -> _Out | None:
         if self._pending is None:
             head = self._read_head()
             if head is None:
                 return None
             self._pending = head
-        raw_pairs, body_start, length = self._pending
+        meta, body_start, length = self._pending
         if len(self._buffer) < body_start + length:
             return None
         body = bytes(self._buffer[body_start : body_start + length])
         del self._buffer[: body_start + length]
         self._pending = None
         self._scan_from = 0
-        return self._build(raw_pairs, body)
+        return self._build(meta, body)
 
-    def _read_head(self) -> tuple[list[tuple[bytes, bytes]], int, int] | None:
-        # FreeSWITCH never sends blank lines between frames; tolerate them anyway.
+    def _read_head(self) -> tuple[_Meta, int, int] | None:
+        # Leading CR/LF are skipped (FreeSWITCH never sends blank lines between frames; tolerate them).
         skip = 0
         while skip < len(self._buffer) and self._buffer[skip] in b"\r\n":
             skip += 1
         if skip:
             del self._buffer[:skip]
             self._scan_from = 0
-        match = _FRAME_HEAD_END.search(self._buffer, max(0, self._scan_from - 2))
+        match = self._HEAD_END.search(self._buffer, self._scan_from)
         if match is None:
             if len(self._buffer) > self._max_header_bytes:
-                raise FrameError(f"no end of header block within {self._max_header_bytes} bytes")
-            self._scan_from = len(self._buffer)
+                raise FrameError(f"no end of {self._HEAD_NAME} within {self._max_header_bytes} bytes")
+            self._scan_from = self._resume_from()
             return None
         if match.start() > self._max_header_bytes:
-            raise FrameError(f"header block longer than {self._max_header_bytes} bytes")
+            raise FrameError(f"{self._HEAD_NAME} longer than {self._max_header_bytes} bytes")
+        meta, length = self._parse_head(bytes(self._buffer[: match.start()]))
+        return meta, match.end(), length
+
+    def _resume_from(self) -> int:
+        """Where the next `_HEAD_END` search starts after one that found nothing."""
+        raise NotImplementedError
+
+    def _parse_head(self, block: bytes) -> tuple[_Meta, int]:
+        """The parsed header block (without its end) and its body length."""
+        raise NotImplementedError
+
+    def _build(self, meta: _Meta, body: bytes) -> _Out:
+        raise NotImplementedError
+
+
+class FrameParser(_LengthFramedReader[list[tuple[bytes, bytes]], Frame]):
+    """Client-side parser of what FreeSWITCH sends: feed bytes, take frames.
+
+    ``next_frame()`` returns None until a whole frame is buffered. It survives
+    frames split at any byte and many frames in one chunk. After a
+    `FrameError` the stream cannot be trusted; close the connection.
+    """
+
+    _HEAD_END = _FRAME_HEAD_END
+    _HEAD_NAME = "header block"
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a frame."""
+        return len(self._buffer)
+
+    def frames(self, data: bytes = b"") -> list[Frame]:
+        """Feed ``data`` and return every complete frame."""
+        return self._drain(data)
+
+    def next_frame(self) -> Frame | None:
+        return self._next()
+
+    def _resume_from(self) -> int:
+        # The end (at most 3 bytes) may have begun in the last 2 bytes.
+        return max(0, len(self._buffer) - 2)
+
+    def _parse_head(self, block: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
         raw_pairs: list[tuple[bytes, bytes]] = []
-        for raw_line in bytes(self._buffer[: match.start()]).split(b"\n"):
+        for raw_line in block.split(b"\n"):
             line = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
             if line:
                 raw_pairs.append(_split_header_line(line))
-        length = 0
         for name, value in raw_pairs:
             if name.lower() == b"content-length":
-                if not _DIGITS.fullmatch(value.strip()):
-                    raise FrameError(f"bad Content-Length: {value[:40]!r}")
-                length = int(value)
-                if length > self._max_body_bytes:
-                    raise FrameError(f"Content-Length {length} is over the {self._max_body_bytes}-byte limit")
-                break
-        return raw_pairs, match.end(), length
+                return raw_pairs, _checked_content_length(value.strip(), value, self._max_body_bytes)
+        return raw_pairs, 0
 
-    @staticmethod
-    def _build(raw_pairs: list[tuple[bytes, bytes]], body: bytes) -> Frame:
+    def _build(self, meta: list[tuple[bytes, bytes]], body: bytes) -> Frame:
         # A command/reply that is a serialized event (the outbound connect
         # reply: CHANNEL_DATA + Reply-Text %2BOK%0A) is URL-encoded throughout;
         # every other outer header block is printed raw by mod_event_socket.
-        content_type = next((v for k, v in raw_pairs if k.lower() == b"content-type"), b"")
-        serialized_event = content_type == b"command/reply" and any(k == b"Event-Name" for k, _ in raw_pairs)
+        content_type = next((v for k, v in meta if k.lower() == b"content-type"), b"")
+        serialized_event = content_type == b"command/reply" and any(k == b"Event-Name" for k, _ in meta)
         pairs = [
             (
                 name.decode("utf-8", "replace"),
                 url_decode(value) if serialized_event else value.decode("utf-8", "replace"),
             )
-            for name, value in raw_pairs
+            for name, value in meta
         ]
         return Frame(Headers(pairs), body)
 
 
-class CommandParser:
+class CommandParser(_LengthFramedReader[tuple[str, list[tuple[str, str]]], Command]):
     """Server-side parser of what a client sends to FreeSWITCH (used by the simulator).
 
     Mirrors ``read_packet`` in mod_event_socket.c: leading CR/LF are skipped, a
@@ -424,69 +467,33 @@ class CommandParser:
     ``Content-Length`` header is followed by that many body bytes.
     """
 
-    def __init__(
-        self,
-        *,
-        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
-        self._buffer = bytearray()
-        self._scan_from = 0
-        self._max_header_bytes = max_header_bytes
-        self._max_body_bytes = max_body_bytes
-        self._pending: tuple[str, list[tuple[str, str]], int, int] | None = None
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
+    _HEAD_END = _COMMAND_HEAD_END
+    _HEAD_NAME = "command"
 
     def commands(self, data: bytes = b"") -> list[Command]:
         """Feed ``data`` and return every complete command."""
-        self.feed(data)
-        out: list[Command] = []
-        while (command := self.next_command()) is not None:
-            out.append(command)
-        return out
+        return self._drain(data)
 
     def next_command(self) -> Command | None:
-        if self._pending is None:
-            head = self._read_head()
-            if head is None:
-                return None
-            self._pending = head
-        line, pairs, body_start, length = self._pending
-        if len(self._buffer) < body_start + length:
-            return None
-        body = bytes(self._buffer[body_start : body_start + length])
-        del self._buffer[: body_start + length]
-        self._pending = None
-        self._scan_from = 0
-        return Command(line, Headers(pairs), body)
+        return self._next()
 
-    def _read_head(self) -> tuple[str, list[tuple[str, str]], int, int] | None:
-        skip = 0
-        while skip < len(self._buffer) and self._buffer[skip] in b"\r\n":
-            skip += 1
-        if skip:
-            del self._buffer[:skip]
-            self._scan_from = 0
-        match = _COMMAND_HEAD_END.search(self._buffer, self._scan_from)
-        if match is None:
-            if len(self._buffer) > self._max_header_bytes:
-                raise FrameError(f"no end of command within {self._max_header_bytes} bytes")
-            # Rescan the trailing CR/LF run next time: it may be the start of the end.
-            self._scan_from = len(self._buffer.rstrip(b"\r\n"))
-            return None
-        if match.start() > self._max_header_bytes:
-            raise FrameError(f"command longer than {self._max_header_bytes} bytes")
-        lines = _LINE_BREAKS.split(bytes(self._buffer[: match.start()]))
+    def _resume_from(self) -> int:
+        # Rescan the trailing CR/LF run next time: it may be the start of the end.
+        return len(self._buffer.rstrip(b"\r\n"))
+
+    def _parse_head(self, block: bytes) -> tuple[tuple[str, list[tuple[str, str]]], int]:
+        lines = _LINE_BREAKS.split(block)
         first = lines[0].decode("utf-8", "replace")
         pairs: list[tuple[str, str]] = []
         for raw in lines[1:]:
             if raw:
                 name, value = _split_header_line(raw)
                 pairs.append((name.decode("utf-8", "replace"), value.decode("utf-8", "replace")))
-        length = _content_length(pairs, self._max_body_bytes) or 0
-        return first, pairs, match.end(), length
+        return (first, pairs), _content_length(pairs, self._max_body_bytes) or 0
+
+    def _build(self, meta: tuple[str, list[tuple[str, str]]], body: bytes) -> Command:
+        line, pairs = meta
+        return Command(line, Headers(pairs), body)
 
 
 # --- Encoding: checks --------------------------------------------------------------------------
