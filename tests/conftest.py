@@ -26,6 +26,7 @@ from callcontrol.events import LifecycleEvent, Subscription
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2_grpc, operations_pb2_grpc, sessions_pb2_grpc
+from tests.webhooks.conftest import Receiver
 
 OTHER_APP_ID = "other-app"
 OTHER_API_KEY = "other-key-0123456789"
@@ -87,6 +88,17 @@ class Stubs:
         self.commands = commands_pb2_grpc.SessionCommandsStub(ch)
         self.operations = operations_pb2_grpc.OperationsStub(ch)
         self.sessions = sessions_pb2_grpc.SessionsStub(ch)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real webhook receiver on 127.0.0.1 (tests/webhooks/conftest.py has its kit)."""
+    r = Receiver()
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
 
 
 @pytest.fixture

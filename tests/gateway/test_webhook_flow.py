@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -15,16 +14,6 @@ from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2
 from tests.conftest import DEMO_AUTH, Stubs, make_config, next_event
 from tests.webhooks.conftest import Receiver
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from callcontrol.config import Application, GatewayConfig, WebhookConfig, hash_api_key
@@ -114,16 +113,6 @@ class Receiver:
 
     def ids(self) -> list[str]:
         return [r.webhook_id for r in self.requests]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 5.0, what: str = "condition") -> None:

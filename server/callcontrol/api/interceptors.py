@@ -62,7 +62,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         request_id.set(md.get("x-request-id") or str(uuid.uuid4()))
         app = self._auth.authenticate(md.get("x-app-id"), md.get("x-api-key"))
         set_current_app(app)
-        log.debug("%s by %s", method, app.app_id)
+        log.info("%s by %s (request %s)", method, app.app_id, request_id.get())
 
     async def _fail(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any], exc: GatewayError

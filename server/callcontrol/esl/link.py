@@ -266,7 +266,7 @@ class OutboundLink:
         self._handler = handler
         self.reply_timeout = reply_timeout
         self._max_connections = max_connections
-        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop_policy().get_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._hub: Any = None
         self._server: gevent.server.StreamServer | None = None
@@ -275,8 +275,15 @@ class OutboundLink:
         self.address: Address | None = None
 
     # -- lifecycle (asyncio side) --------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the link delivers to (the one ``start`` ran on)."""
+        if self._loop is None:
+            raise RuntimeError("link not started")
+        return self._loop
+
     async def start(self) -> Address:
-        self.loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         ready: concurrent.futures.Future[Address] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run_thread, args=(ready,), name="esl-link", daemon=True)
         self._thread.start()
