@@ -517,10 +517,8 @@ def test_public_surface_is_complete() -> None:
         and name not in {"annotations", "Final", "Literal"}
     }
     assert defined <= set(frames.__all__)
-    assert set(callcontrol.esl.__all__) == set(frames.__all__) - {
-        "DEFAULT_MAX_BODY_BYTES",
-        "DEFAULT_MAX_HEADER_BYTES",
-    }
+    assert set(callcontrol.esl.__all__) == set(frames.__all__)
+    assert all(getattr(callcontrol.esl, name) is getattr(frames, name) for name in frames.__all__)
 
 
 def test_command_content_length_with_trailing_whitespace_control_is_read_like_atoi() -> None:
