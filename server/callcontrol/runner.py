@@ -2,8 +2,8 @@
 the FreeSWITCH simulator and a webhook receiver that prints what it gets.
 
 Start order: receiver → gateway → Envoy (waits until healthy) → simulated
-calls. Stop order is the reverse, so nothing is left running and no event is
-dropped: the gateway's shutdown stores the last events in the outbox.
+calls. Stop order: Envoy → gateway (its sockets close, so the calls go back to
+their dialplan; its last events are in the outbox) → simulator → receiver.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, dem
     async with AsyncExitStack() as stack:
         if cfg.simulator:
             cfg = await _with_demo_receiver(cfg, stack)
+        # Entered before the gateway so it closes after it: stopping the demo
+        # hands the simulated calls back to their dialplan, as in production.
+        simulators = await stack.enter_async_context(AsyncExitStack())
         gateway = Gateway(cfg)
         await gateway.start()
         stack.push_async_callback(gateway.shutdown)
@@ -88,7 +91,7 @@ async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, dem
             from callcontrol.simulator import FreeSwitchSimulator
 
             sim = FreeSwitchSimulator(gateway.esl_address.host, gateway.esl_address.port)
-            stack.push_async_callback(sim.close)
+            simulators.push_async_callback(sim.close)
             for n in range(demo_calls):
                 call = await sim.place_call(app_id=DEMO_APP_ID, caller_number=f"+1555000{n:04d}")
                 session_ids.append(call.uuid)
