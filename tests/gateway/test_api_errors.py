@@ -16,7 +16,7 @@ from tests.conftest import DEMO_AUTH, OTHER_AUTH, Stubs, next_event
 
 def _violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
     raw = dict(err.trailing_metadata() or ())["grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(raw)  # type: ignore[arg-type]
+    status = status_pb2.Status.FromString(raw)
     out = {}
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -154,13 +155,14 @@ async def test_disconnect_returns_the_call_to_the_dialplan_and_refuses_later_com
     await call.wait_closed()
     assert call.returned_to_dialplan.is_set()
     assert [c.line for c in call.commands][-1] == "exit"
-    for rpc, request in (
+    refused: tuple[tuple[Any, Any], ...] = (
         (stubs.commands.Answer, commands_pb2.AnswerRequest(session_id=call.uuid)),
         (stubs.commands.Hangup, commands_pb2.HangupRequest(session_id=call.uuid)),
         (stubs.commands.Disconnect, commands_pb2.DisconnectRequest(session_id=call.uuid)),
-    ):
+    )
+    for rpc, request in refused:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await rpc(request, metadata=DEMO_AUTH)  # type: ignore[operator]
+            await rpc(request, metadata=DEMO_AUTH)
         assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     # The same disconnect repeated is idempotent, not an error.
     again = await stubs.commands.Disconnect(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, Subscription
+from callcontrol.events import (
+    CallAnswered,
+    CallHangup,
+    CallInitiated,
+    CommandResult,
+    LifecycleEvent,
+    Subscription,
+)
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2, operations_pb2
@@ -20,8 +27,8 @@ async def test_200_concurrent_calls_are_each_answered_and_hung_up(
     calls = await asyncio.gather(*(simulator.place_call(caller_number=str(n)) for n in range(CALLS)))
     ids = {c.uuid for c in calls}
 
-    async def collect(kind: type, count: int) -> list:  # type: ignore[type-arg]
-        got = []
+    async def collect(kind: type, count: int) -> list[LifecycleEvent]:
+        got: list[LifecycleEvent] = []
         while len(got) < count:
             event = await asyncio.wait_for(events.get(), 20)
             got.append(event)

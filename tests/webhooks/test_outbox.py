@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ def _due_ids(outbox: SqliteOutbox, now: float = 1000.0, app_id: str = "a") -> li
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> SqliteOutbox:
+def outbox(tmp_path: Path) -> Iterator[SqliteOutbox]:
     box = SqliteOutbox(str(tmp_path / "outbox.db"))
-    yield box  # type: ignore[misc]
+    yield box
     box.close()
 
 

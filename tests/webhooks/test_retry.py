@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import pytest
 
 from callcontrol.webhooks import Outcome, RetryPolicy
-from callcontrol.webhooks.retry import backoff_delay, decide, is_retriable, parse_retry_after
+from callcontrol.webhooks.retry import Decision, backoff_delay, decide, is_retriable, parse_retry_after
 
 POLICY = RetryPolicy(backoff_base_s=1.0, backoff_max_s=60.0)
 
@@ -72,7 +72,7 @@ def _decide(
     now: float = 100.0,
     max_attempts: int = 5,
     max_age_s: float = 3600.0,
-):
+) -> Decision:
     return decide(
         status_code=status,
         retry_after=retry_after,

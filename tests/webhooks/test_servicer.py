@@ -36,7 +36,7 @@ _CODES: dict[type[GatewayError], grpc.StatusCode] = {
 }
 
 
-class ActAsApp(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ActAsApp(grpc.aio.ServerInterceptor):
     """Stands in for the gateway's auth interceptor: x-app-id names the caller, errors become codes."""
 
     def __init__(self, config: GatewayConfig) -> None:
@@ -47,7 +47,7 @@ class ActAsApp(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         caller = self._config.application(dict(details.invocation_metadata)["x-app-id"])
         inner = handler.unary_unary
 
-        async def as_caller(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def as_caller(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             assert caller is not None
             set_current_app(caller)
             try:
