@@ -39,6 +39,7 @@ E = TypeVar("E", bound=LifecycleEvent)
 def make_config(**overrides: Any) -> GatewayConfig:
     base = GatewayConfig(
         grpc_listen=Address("127.0.0.1", 0),
+        grpc_rate_limit_per_s=0,  # tests that want it set it; the REST tests measure Envoy's
         esl=EslConfig(listen=Address("127.0.0.1", 0), reply_timeout_ms=2000),
         operations=OperationsConfig(timeout_ms=2000),
         webhooks=WebhookConfig(outbox_path=":memory:"),

@@ -98,6 +98,9 @@ class RestConfig:
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     grpc_listen: Address = Address("127.0.0.1", 50051)
+    # Requests per second per application and group for gRPC callers (0: off);
+    # REST is limited by Envoy (rest.rate_limit_per_s) before it gets here.
+    grpc_rate_limit_per_s: int = 50
     esl: EslConfig = field(default_factory=EslConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
@@ -194,6 +197,9 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
     return replace(
         cfg,
         grpc_listen=Address.parse(grpc["listen"], "grpc.listen") if "listen" in grpc else cfg.grpc_listen,
+        grpc_rate_limit_per_s=int(
+            _number(grpc, "rate_limit_per_s", "grpc.rate_limit_per_s", cfg.grpc_rate_limit_per_s, 0)
+        ),
         esl=EslConfig(
             listen=Address.parse(esl["listen"], "esl.listen") if "listen" in esl else cfg.esl.listen,
             app_variable=app_var,

@@ -20,12 +20,14 @@ from grpc_reflection.v1alpha import reflection
 
 from callcontrol.api.auth import Authenticator
 from callcontrol.api.interceptors import GatewayInterceptor
+from callcontrol.api.ratelimit import RateLimiter, method_groups
 from callcontrol.api.servicers import OperationsServicer, SessionCommandsServicer, SessionsServicer
 from callcontrol.config import Address, GatewayConfig
 from callcontrol.control import CallControl
 from callcontrol.esl.link import OutboundLink
 from callcontrol.events import EventStream
 from callcontrol.metrics_http import MetricsServer
+from callcontrol.rest.descriptor import load_api
 from callcontrol.v1 import (
     commands_pb2,
     commands_pb2_grpc,
@@ -68,7 +70,13 @@ class Gateway:
             max_connections=config.esl.max_connections,
         )
         self.health = HealthServicer()
-        self.server = grpc.aio.server(interceptors=[GatewayInterceptor(Authenticator(config.applications))])
+        limiter = None
+        if config.grpc_rate_limit_per_s > 0:
+            groups = method_groups((b.service, b.method, b.group) for b in load_api().bindings)
+            limiter = RateLimiter(config.grpc_rate_limit_per_s, groups)
+        self.server = grpc.aio.server(
+            interceptors=[GatewayInterceptor(Authenticator(config.applications), limiter)]
+        )
         commands_pb2_grpc.add_SessionCommandsServicer_to_server(
             SessionCommandsServicer(self.control), self.server
         )

@@ -8,10 +8,11 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from callcontrol.config import GatewayConfig
 from callcontrol.events import CallInitiated, Subscription
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2, operations_pb2, sessions_pb2
-from tests.conftest import DEMO_AUTH, OTHER_AUTH, Stubs, next_event
+from tests.conftest import DEMO_AUTH, OTHER_AUTH, Stubs, make_config, next_event
 
 
 def _violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -133,3 +134,28 @@ async def test_health_and_reflection_answer_without_credentials(channel: grpc.ai
     health = health_pb2_grpc.HealthStub(channel)
     reply = await health.Check(health_pb2.HealthCheckRequest(service="callcontrol.v1.SessionCommands"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("config", [make_config(grpc_rate_limit_per_s=3)])
+async def test_grpc_callers_over_the_limit_are_resource_exhausted_with_retry_info(
+    stubs: Stubs, config: GatewayConfig
+) -> None:
+    unknown = "6211875b-2e87-4011-b202-de38598ef2ef"
+    await stubs.sessions.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=DEMO_AUTH)
+    # Commands share the group of the other session endpoints (a refused one still counts).
+    await _refused(stubs.commands.Answer, commands_pb2.AnswerRequest(session_id=unknown))
+    await stubs.sessions.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=DEMO_AUTH)
+
+    err = await _refused(stubs.sessions.GetSession, sessions_pb2.GetSessionRequest(session_id=unknown))
+
+    assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    raw = dict(err.trailing_metadata() or ())["grpc-status-details-bin"]
+    details = status_pb2.Status.FromString(raw).details
+    assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in details)
+    # Another group and another application are not affected.
+    other = await _refused(
+        stubs.operations.GetOperation, operations_pb2.GetOperationRequest(operation_id=unknown)
+    )
+    assert other.code() is grpc.StatusCode.NOT_FOUND
+    listed = await stubs.sessions.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=OTHER_AUTH)
+    assert list(listed.sessions) == []

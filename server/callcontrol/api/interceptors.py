@@ -16,6 +16,7 @@ import grpc
 
 from callcontrol.api.auth import Authenticator
 from callcontrol.api.identity import request_id, set_current_app
+from callcontrol.api.ratelimit import RateLimiter
 from callcontrol.api.status import to_status
 from callcontrol.errors import GatewayError
 
@@ -30,8 +31,9 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None = None) -> None:
         self._auth = authenticator
+        self._limiter = limiter
 
     async def intercept_service(
         self,
@@ -62,6 +64,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         request_id.set(md.get("x-request-id") or str(uuid.uuid4()))
         app = self._auth.authenticate(md.get("x-app-id"), md.get("x-api-key"))
         set_current_app(app)
+        if self._limiter is not None:
+            self._limiter.check(app.app_id, method)
         log.info("%s by %s (request %s)", method, app.app_id, request_id.get())
 
     async def _fail(

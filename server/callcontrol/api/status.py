@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from callcontrol import errors
+from callcontrol.api.ratelimit import RateLimited, retry_after_seconds
 
 _CODES: dict[type[errors.GatewayError], int] = {
     errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
@@ -40,6 +43,10 @@ def to_status(error: errors.GatewayError) -> grpc.Status:
                 )
             )
         )
+    elif isinstance(error, RateLimited):
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=retry_after_seconds(error)))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     elif isinstance(error, errors.NotFound):
         details.append(
             _pack(
