@@ -115,13 +115,18 @@ class CallControl:
     def _on_queued(self, call: _Call, op: Operation, reply: Reply) -> None:
         if not reply.ok:
             call.answer_ops.discard(op.operation_id)
-            self.operations.finish(op.operation_id, Status.FAILED, "freeswitch_error", reply.text)
+            self._refused(op, reply)
 
     def _on_dispatched(self, op: Operation, reply: Reply) -> None:
         if reply.ok:
             self.operations.finish(op.operation_id, Status.SUCCEEDED)
         else:
-            self.operations.finish(op.operation_id, Status.FAILED, "freeswitch_error", reply.text)
+            self._refused(op, reply)
+
+    def _refused(self, op: Operation, reply: Reply) -> None:
+        # A reply frame means FreeSWITCH said no; none means the socket went first.
+        reason = "freeswitch_error" if reply.frame is not None else "connection_lost"
+        self.operations.finish(op.operation_id, Status.FAILED, reason, reply.text)
 
     def _report_result(self, op: Operation) -> None:
         self._events.publish(

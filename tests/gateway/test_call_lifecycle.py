@@ -5,11 +5,12 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from callcontrol.config import Address, EslConfig, GatewayConfig
 from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, Subscription
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator, SimulatedCall
 from callcontrol.v1 import commands_pb2
-from tests.conftest import DEMO_AUTH, Stubs, drain, next_event
+from tests.conftest import DEMO_AUTH, Stubs, drain, make_config, next_event
 
 
 async def _connected(sim: FreeSwitchSimulator, events: Subscription, **kwargs: object) -> SimulatedCall:
@@ -114,3 +115,23 @@ async def test_gateway_shutdown_returns_calls_to_the_dialplan_without_reporting_
     await call.wait_closed()
     assert call.returned_to_dialplan.is_set()
     assert not [e for e in drain(events) if isinstance(e, CallHangup)]
+
+
+@pytest.mark.parametrize(
+    "config", [make_config(esl=EslConfig(listen=Address("127.0.0.1", 0), reply_timeout_ms=300))]
+)
+async def test_a_command_freeswitch_never_answers_closes_that_socket_only(
+    simulator: FreeSwitchSimulator, stubs: Stubs, events: Subscription, config: GatewayConfig
+) -> None:
+    wedged = await _connected(simulator, events, unanswered={"sendmsg"})
+    other = await _connected(simulator, events)
+
+    await stubs.commands.Hangup(commands_pb2.HangupRequest(session_id=wedged.uuid), metadata=DEMO_AUTH)
+
+    result = await next_event(events, CommandResult, wedged.uuid)
+    assert (result.status, result.reason) == ("failed", "connection_lost")
+    hangup = await next_event(events, CallHangup, wedged.uuid)
+    assert hangup.reason == "connection_lost"
+    await wedged.wait_closed()
+    await stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=other.uuid), metadata=DEMO_AUTH)
+    assert (await next_event(events, CommandResult, other.uuid)).status == "succeeded"

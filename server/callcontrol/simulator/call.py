@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 import uuid as uuid_module
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any, Final, Literal, Protocol
 
 from callcontrol.causes import NORMAL_CLEARING, Q850_CAUSES, cause_name, q850_code, resolve_cause
@@ -113,6 +113,7 @@ class SimulatedCall:
         answer_delay: float = 0.02,
         answer_completes: bool = True,
         error_replies: Mapping[str, str] | None = None,
+        unanswered: Collection[str] = (),
     ) -> None:
         self.uuid = uuid or str(uuid_module.uuid4())
         self.app_id = app_id
@@ -130,6 +131,8 @@ class SimulatedCall:
         self._answer_delay = answer_delay
         self._answer_completes = answer_completes
         self._error_replies = {k.lower(): v for k, v in (error_replies or {}).items()}
+        # Commands that get no reply at all: a wedged FreeSWITCH (greenswitch issue #34).
+        self._unanswered = {verb.lower() for verb in unanswered}
         self._channel: Channel = sip_channel(
             uuid=self.uuid,
             session_id=switch.session_id(),
@@ -360,6 +363,8 @@ class SimulatedCall:
 
     def _dispatch(self, command: Command) -> None:
         cmd = command.line.lower()
+        if command.verb in self._unanswered:
+            return
         override = self._error_replies.get(command.verb)
         if override is not None:
             self._reply(override)

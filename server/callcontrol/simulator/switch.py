@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import uuid as uuid_module
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from callcontrol.simulator.call import SimulatedCall
 from callcontrol.simulator.channel import SwitchIdentity
@@ -63,6 +63,7 @@ class FreeSwitchSimulator:
         answer_delay: float = 0.02,
         answer_completes: bool = True,
         error_replies: Mapping[str, str] | None = None,
+        unanswered: Collection[str] = (),
         uuid: str | None = None,
         caller_name: str | None = None,
     ) -> SimulatedCall:
@@ -84,6 +85,7 @@ class FreeSwitchSimulator:
             answer_delay=answer_delay,
             answer_completes=answer_completes,
             error_replies=error_replies,
+            unanswered=unanswered,
         )
         if call.uuid in self.calls:
             raise ValueError(f"a call with uuid {call.uuid} exists")
