@@ -12,7 +12,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
 
 from callcontrol.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
@@ -42,16 +41,12 @@ class Session:
         return self.state in (SessionState.RINGING, SessionState.ANSWERED)
 
 
-class SessionDirectory(Protocol):
-    """What the API needs from the registry; a shared (Redis) directory can implement it later."""
-
-    def lookup(self, app_id: str, session_id: str) -> Session: ...
-
-    def page(self, app_id: str, page_size: int, page_token: str) -> tuple[list[Session], str]: ...
-
-
 class SessionRegistry:
-    """In-process registry; single-threaded (the event loop owns it)."""
+    """In-process registry; single-threaded (the event loop owns it).
+
+    Its methods are the whole interface the API and the controller use, so a
+    shared directory (Redis, for several replicas) can implement the same.
+    """
 
     def __init__(self, remember_ended: int = 10000) -> None:
         self._live: dict[str, Session] = {}
