@@ -21,15 +21,20 @@ async def _watch(
         return response, lines
 
 
-async def test_watch_streams_each_change_as_a_json_line_ending_with_the_terminal_state(
-    simulator: Any, rest: RestClient
-) -> None:
-    # FreeSWITCH confirms the answer 0.5 s late, so the watch sees it happen.
+async def _answer_late(simulator: Any, rest: RestClient) -> tuple[str, str]:
+    """A call whose answer FreeSWITCH confirms 0.5 s late: (session id, operation id)."""
     session_id = await place_call(simulator, rest, answer_delay=0.5)
     accepted = await rest.post(
         f"/api/v1/sessions/{session_id}/commands/answer", headers=JSON_HEADERS, data="{}"
     )
-    operation_id = accepted.json()["operation_id"]
+    return session_id, accepted.json()["operation_id"]
+
+
+async def test_watch_streams_each_change_as_a_json_line_ending_with_the_terminal_state(
+    simulator: Any, rest: RestClient
+) -> None:
+    # FreeSWITCH confirms the answer 0.5 s late, so the watch sees it happen.
+    session_id, operation_id = await _answer_late(simulator, rest)
 
     response, lines = await _watch(rest.http, f"{rest.base_url}/api/v1/operations/{operation_id}/watch")
 
@@ -67,11 +72,7 @@ async def test_a_client_cannot_cut_the_watch_with_envoy_timeout_headers(
     simulator: Any, rest: RestClient
 ) -> None:
     # Clients are external: Envoy strips x-envoy-* controls (timeouts, retries) they send.
-    session_id = await place_call(simulator, rest, answer_delay=0.5)
-    accepted = await rest.post(
-        f"/api/v1/sessions/{session_id}/commands/answer", headers=JSON_HEADERS, data="{}"
-    )
-    operation_id = accepted.json()["operation_id"]
+    _, operation_id = await _answer_late(simulator, rest)
     headers = {**DEMO_HEADERS, "x-envoy-upstream-rq-timeout-ms": "50", "x-envoy-retry-on": "5xx"}
 
     async with rest.http.get(
