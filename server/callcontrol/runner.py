@@ -90,7 +90,7 @@ async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, dem
             from callcontrol.rest.envoy_process import EnvoyProcess
 
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callcontrol-envoy-")))
-            proxy = EnvoyProcess(cfg.rest, gateway.grpc_address, run_dir)
+            proxy = EnvoyProcess(cfg.rest, gateway.grpc_address, run_dir, upstream_tls=cfg.grpc_tls.enabled)
             await proxy.start()
             stack.push_async_callback(proxy.stop)
             await proxy.wait_healthy()
