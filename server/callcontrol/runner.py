@@ -21,7 +21,9 @@ from callcontrol.gateway import Gateway
 log = logging.getLogger(__name__)
 
 
-def _banner(cfg: GatewayConfig, rest_url: str | None, grpc: str, session_ids: list[str]) -> str:
+def _banner(
+    cfg: GatewayConfig, rest_url: str | None, grpc: str, session_ids: list[str], esl: str | None = None
+) -> str:
     """What is running. Demo credentials and curl lines only when they work (demo mode)."""
     demo = is_demo(cfg)
     sid = session_ids[0] if session_ids else "<session uuid>"
@@ -41,7 +43,9 @@ def _banner(cfg: GatewayConfig, rest_url: str | None, grpc: str, session_ids: li
     if cfg.simulator:
         lines += [f"  simulated call {s}" for s in session_ids]
     else:
-        lines.append(f"  FreeSWITCH     connects to {cfg.esl.listen} (dialplan: socket ... async full)")
+        lines.append(
+            f"  FreeSWITCH     connects to {esl or cfg.esl.listen} (dialplan: socket ... async full)"
+        )
     if rest_url and demo:
         lines += [
             "",
@@ -105,6 +109,7 @@ async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, dem
             for n in range(demo_calls):
                 call = await sim.place_call(app_id=DEMO_APP_ID, caller_number=f"+1555000{n:04d}")
                 session_ids.append(call.uuid)
-        print(_banner(cfg, rest_url, str(gateway.grpc_address), session_ids), flush=True)
+        banner = _banner(cfg, rest_url, str(gateway.grpc_address), session_ids, str(gateway.esl_address))
+        print(banner, flush=True)
         await stop.wait()
         log.info("stopping")
