@@ -9,8 +9,9 @@
 //
 //   node client.js --target 127.0.0.1:50051 [--session UUID] [--ca ca.pem]
 //
-// Credentials: --app-id/--api-key or CALLCONTROL_APP_ID/CALLCONTROL_API_KEY
-// (default: the demo application). One JSON line per step on stdout.
+// Credentials: --app-id/--api-key (default: the demo application). No CALLCONTROL_*
+// variables here: the gateway refuses to start with one it does not know.
+// One JSON line per step on stdout.
 'use strict';
 
 const path = require('node:path');
@@ -25,13 +26,10 @@ const { values: args } = parseArgs({
     target: { type: 'string', default: '127.0.0.1:50051' },
     session: { type: 'string' },
     cause: { type: 'string', default: 'NORMAL_CLEARING' },
-    'app-id': { type: 'string', default: process.env.CALLCONTROL_APP_ID || 'demo-app' },
-    'api-key': { type: 'string', default: process.env.CALLCONTROL_API_KEY || 'demo-key-change-me' },
+    'app-id': { type: 'string', default: 'demo-app' },
+    'api-key': { type: 'string', default: 'demo-key-change-me' },
     ca: { type: 'string' },
-    bundle: {
-      type: 'string',
-      default: process.env.CALLCONTROL_PROTO_BUNDLE || path.join(__dirname, '..', '..', 'build', 'proto-bundle'),
-    },
+    bundle: { type: 'string', default: path.join(__dirname, '..', '..', 'build', 'proto-bundle') },
   },
 });
 

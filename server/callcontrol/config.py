@@ -510,8 +510,10 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
 
 
 def load_file(path: Path, base: GatewayConfig | None = None) -> GatewayConfig:
+    """The file over ``base``; call ``validate`` once the environment and flags are applied too."""
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
-    return from_mapping(raw, base)
+    cfg: GatewayConfig = _merge(base or GatewayConfig(), raw, "")
+    return cfg

@@ -221,3 +221,17 @@ def test_version_prints_the_package_version() -> None:
         check=True,
     )
     assert out.stdout.strip() == f"callcontrol {version('callcontrol-gateway')}"
+
+
+def test_a_setting_split_between_the_file_and_the_environment_is_checked_once_merged(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        f'[grpc.tls]\ncert_file = "{cert}"\n[[applications]]\nid = "a"\napi_key = "0123456789"\n'
+    )
+    env = {"CALLCONTROL_CONFIG": str(config)}
+    with pytest.raises(ConfigError, match="set both or neither"):
+        build_config(_parser().parse_args([]), env)
+    cfg = build_config(_parser().parse_args([]), {**env, "CALLCONTROL_GRPC_TLS_KEY_FILE": str(cert)})
+    assert (cfg.grpc_tls.cert_file, cfg.grpc_tls.key_file) == (str(cert), str(cert))
