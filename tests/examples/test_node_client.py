@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
+from callcontrol.config import GatewayConfig, GrpcTlsConfig
 from callcontrol.events import CallAnswered, CallInitiated, Subscription
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator
-from tests.conftest import next_event
+from tests.conftest import make_config, next_event
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "node"
@@ -35,15 +37,40 @@ async def _node_client(*args: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.decode().splitlines()]
 
 
+@pytest.fixture
+def ca_file(tmp_path: Path) -> Path:
+    return tmp_path / "ca.pem"
+
+
+@pytest.fixture
+def config(request: pytest.FixtureRequest, ca_file: Path, tmp_path: Path) -> GatewayConfig:
+    """Plaintext, or (param True) TLS with a certificate generated now."""
+    if not getattr(request, "param", False):
+        return make_config()
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(b"".join(p.bytes() for p in server.cert_chain_pems))
+    server.private_key_pem.write_to_path(str(key))
+    return make_config(grpc_tls=GrpcTlsConfig(str(cert), str(key)))
+
+
+@pytest.mark.parametrize("config", [False, True], indirect=True, ids=["plaintext", "tls"])
 async def test_node_client_answers_watches_hangs_up_and_decodes_error_details(
-    gateway: Gateway, simulator: FreeSwitchSimulator, events: Subscription
+    gateway: Gateway,
+    simulator: FreeSwitchSimulator,
+    events: Subscription,
+    config: GatewayConfig,
+    ca_file: Path,
 ) -> None:
     call = await simulator.place_call()
     await next_event(events, CallInitiated, call.uuid)
     assert gateway.grpc_address is not None
 
     # No --session: the client finds the ringing call with ListSessions.
-    steps = await _node_client("--target", str(gateway.grpc_address), "--cause", "USER_BUSY")
+    tls = ["--ca", str(ca_file)] if config.grpc_tls.enabled else []
+    steps = await _node_client("--target", str(gateway.grpc_address), "--cause", "USER_BUSY", *tls)
 
     by_step = {s.pop("step"): s for s in steps}
     assert list(by_step) == ["answer", "watch", "hangup", "invalid"]
