@@ -3,11 +3,16 @@
 Stubs land in server/callcontrol/v1/ (the proto package callcontrol.v1 is the
 Python package callcontrol.v1), with mypy stubs beside them; the descriptor set
 (with imports, for Envoy's transcoder) is server/callcontrol/v1/api_descriptor.pb.
-Nothing generated is committed.
+
+For clients in other languages, build/proto-bundle/ gets every .proto file a
+code generator needs (ours plus the google/api, google/rpc and google/protobuf
+files they import, copied from the pinned packages) and callcontrol.protoset,
+a descriptor set with imports and comments. Nothing generated is committed.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +24,10 @@ PROTO = ROOT / "proto"
 OUT = ROOT / "server"
 PACKAGE = OUT / "callcontrol" / "v1"
 DESCRIPTOR = PACKAGE / "api_descriptor.pb"
+BUNDLE = ROOT / "build" / "proto-bundle"
+BUNDLE_PROTOSET = BUNDLE / "callcontrol.protoset"
+# Imported by nothing of ours but named by our error details: clients want them.
+RPC_EXTRAS = ("google/rpc/error_details.proto", "google/rpc/status.proto", "google/rpc/code.proto")
 
 
 def _includes() -> list[str]:
@@ -29,6 +38,34 @@ def _includes() -> list[str]:
     googleapis = Path(annotations.__file__).resolve().parent.parent.parent
     well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
     return [f"-I{PROTO}", f"-I{googleapis}", f"-I{well_known}"]
+
+
+def _bundle(sources: list[str]) -> int:
+    """Write build/proto-bundle/: the protoset and the closure of .proto files it names."""
+    from google.protobuf import descriptor_pb2
+
+    if BUNDLE.exists():
+        shutil.rmtree(BUNDLE)
+    BUNDLE.mkdir(parents=True)
+    _run(
+        [
+            *_includes(),
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={BUNDLE_PROTOSET}",
+            *sources,
+            *RPC_EXTRAS,
+        ]
+    )
+    roots = [Path(arg[2:]) for arg in _includes()]
+    names = [f.name for f in descriptor_pb2.FileDescriptorSet.FromString(BUNDLE_PROTOSET.read_bytes()).file]
+    for name in names:
+        source = next((root / name for root in roots if (root / name).is_file()), None)
+        if source is None:
+            raise SystemExit(f"proto bundle: {name} is in the descriptor set but in no include path")
+        (BUNDLE / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, BUNDLE / name)
+    return len(names)
 
 
 def _plugins() -> list[str]:
@@ -76,10 +113,12 @@ def main() -> None:
             "google/rpc/status.proto",
         ]
     )
+    count = _bundle(sources)
     (PACKAGE / "__init__.py").write_text(
         '"""Generated from proto/callcontrol/v1 by scripts/build_proto.py."""\n'
     )
     print(f"generated {len(sources)} proto files into {PACKAGE.relative_to(ROOT)}", file=sys.stderr)
+    print(f"proto bundle for other languages: {count} files in {BUNDLE.relative_to(ROOT)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

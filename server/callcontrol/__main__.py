@@ -10,37 +10,63 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from callcontrol.config import (
     DEMO_API_KEY,
     DEMO_APP_ID,
-    Address,
+    ENV_PREFIX,
     ConfigError,
     GatewayConfig,
+    apply_env,
+    apply_text,
     demo_application,
+    is_demo,
     load_file,
+    validate,
 )
 
 log = logging.getLogger("callcontrol")
 
-ENV_PREFIX = "CALLCONTROL_"
+# Flags that set a setting: flag -> dotted key (its environment variable is
+# CALLCONTROL_<KEY>, like every setting's).
+SETTING_FLAGS = {
+    "--grpc-listen": "grpc.listen",
+    "--esl-listen": "esl.listen",
+    "--rest-listen": "rest.listen",
+    "--rest-admin": "rest.admin",
+    "--metrics-listen": "metrics.listen",
+    "--outbox-path": "webhooks.outbox_path",
+    "--simulator": "simulator",
+    "--log-level": "log_level",
+}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("callcontrol-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callcontrol", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     p.add_argument("--config", type=Path, help="TOML configuration file (env CALLCONTROL_CONFIG)")
     p.add_argument("--grpc-listen", help="gRPC address, host:port (default 127.0.0.1:50051)")
     p.add_argument(
         "--esl-listen", help="outbound Event Socket address FreeSWITCH connects to (127.0.0.1:8084)"
     )
     p.add_argument("--rest-listen", help="Envoy REST address (127.0.0.1:8080)")
+    p.add_argument("--rest-admin", help="Envoy admin address, loopback only (127.0.0.1:9901)")
+    p.add_argument("--metrics-listen", help='Prometheus /metrics address (127.0.0.1:9464), or "off"')
+    p.add_argument("--outbox-path", help="SQLite file of the webhook outbox (callcontrol-outbox.db)")
     p.add_argument("--no-envoy", action="store_true", help="run the gRPC gateway alone")
     p.add_argument(
         "--simulator",
@@ -61,19 +87,13 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> GatewayCon
     else:
         cfg = GatewayConfig(applications=(demo_application(),), simulator=True)
 
-    def pick(flag: str | None, name: str) -> str | None:
-        return flag if flag is not None else env.get(ENV_PREFIX + name)
-
-    if (value := pick(args.grpc_listen, "GRPC_LISTEN")) is not None:
-        cfg = replace(cfg, grpc_listen=Address.parse(value, "grpc listen"))
-    if (value := pick(args.esl_listen, "ESL_LISTEN")) is not None:
-        cfg = replace(cfg, esl=replace(cfg.esl, listen=Address.parse(value, "esl listen")))
-    if (value := pick(args.rest_listen, "REST_LISTEN")) is not None:
-        cfg = replace(cfg, rest=replace(cfg.rest, listen=Address.parse(value, "rest listen")))
-    if (value := pick(args.simulator, "SIMULATOR")) is not None:
-        cfg = replace(cfg, simulator=value.lower() in ("on", "1", "true", "yes"))
-    if (value := pick(args.log_level, "LOG_LEVEL")) is not None:
-        cfg = replace(cfg, log_level=value.upper())
+    # Every setting has a CALLCONTROL_* variable; the listeners and the outbox a flag too.
+    cfg = apply_env(cfg, env)
+    for flag, key in SETTING_FLAGS.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            cfg = apply_text(cfg, key, value, flag)
+    validate(cfg)
     if not cfg.applications:
         raise ConfigError("applications: at least one application is required")
     return cfg
@@ -99,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if cfg.simulator and cfg.application(DEMO_APP_ID) is not None:
+    if cfg.simulator and is_demo(cfg):
         log.info("demo credentials: X-App-ID: %s  X-API-Key: %s", DEMO_APP_ID, DEMO_API_KEY)
     asyncio.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))
     return 0

@@ -8,10 +8,16 @@ setting that is wrong.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import hashlib
+import math
 import re
 import tomllib
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -87,12 +93,42 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcTlsConfig:
+    # PEM certificate chain and key of the gRPC server; both empty: plaintext.
+    cert_file: str = ""
+    key_file: str = ""
+    # PEM CA bundle; set, every client must present a certificate it signed (mTLS).
+    client_ca_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True, slots=True)
+class RestTlsConfig:
+    # PEM certificate chain and key Envoy serves REST with; both empty: plaintext.
+    cert_file: str = ""
+    key_file: str = ""
+    # When the gRPC server uses TLS: the CA Envoy verifies it with, and the client
+    # certificate Envoy presents to it if grpc.tls.client_ca_file asks for one.
+    upstream_ca_file: str = ""
+    upstream_cert_file: str = ""
+    upstream_key_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True, slots=True)
 class RestConfig:
     # Envoy's REST listener and admin (admin is always loopback).
     listen: Address = Address("127.0.0.1", 8080)
     admin: Address = Address("127.0.0.1", 9901)
     # Requests per second per application over REST (shared by all session endpoints).
     rate_limit_per_s: int = 50
+    tls: RestTlsConfig = field(default_factory=RestTlsConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +137,8 @@ class GatewayConfig:
     # Requests per second per application and group for gRPC callers (0: off);
     # REST is limited by Envoy (rest.rate_limit_per_s) before it gets here.
     grpc_rate_limit_per_s: int = 50
+    # TLS of the gRPC server ([grpc.tls]).
+    grpc_tls: GrpcTlsConfig = field(default_factory=GrpcTlsConfig)
     esl: EslConfig = field(default_factory=EslConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
@@ -133,8 +171,258 @@ def demo_application(webhook_url: str = "") -> Application:
     )
 
 
-def _application(raw: Mapping[str, Any], index: int) -> Application:
+def is_demo(cfg: GatewayConfig) -> bool:
+    """Whether the demo application with its published key is configured (and so usable)."""
+    app = cfg.application(DEMO_APP_ID)
+    return app is not None and app.api_key_sha256 == hash_api_key(DEMO_API_KEY)
+
+
+# --- Loading ---------------------------------------------------------------
+#
+# The dataclasses above are the schema. One walker reads the TOML file, the
+# environment and flags against their type hints, so a new field is a new
+# setting with no further code: its TOML key is the field name inside its
+# section's table, its environment variable CALLCONTROL_<SECTION>_<KEY>.
+# No library does strict TOML-to-frozen-dataclass with these error messages
+# without a second schema to keep in step, so this is our own (small) code.
+
+ENV_PREFIX = "CALLCONTROL_"
+# CALLCONTROL_* variables that are not settings.
+ENV_NOT_SETTINGS = frozenset({ENV_PREFIX + "CONFIG"})
+# Top-level fields named "<section>_<key>" that TOML spells as [section] key.
+_FLAT_SECTIONS = ("grpc", "metrics")
+# Numbers must be finite and >= 0, or at least the minimum listed here.
+_MINIMUM: dict[str, float] = {
+    "esl.reply_timeout_ms": 1,
+    "esl.max_connections": 1,
+    "operations.timeout_ms": 1,
+    "operations.retention": 1,
+    "webhooks.request_timeout_s": 0.001,
+    "webhooks.max_attempts": 1,
+    "webhooks.max_age_s": 1,
+    "webhooks.per_destination_concurrency": 1,
+    "rest.rate_limit_per_s": 1,
+}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE, _FALSE = ("true", "1", "on"), ("false", "0", "off")
+_TOML_TYPES = {str: "a string", int: "an integer", float: "a float", bool: "a boolean", list: "an array"}
+_APPLICATION_KEYS = ("id", "api_key", "api_key_sha256", "webhook_url", "webhook_secrets")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One leaf of the schema."""
+
+    key: str  # dotted TOML key, e.g. "grpc.listen"
+    path: tuple[str, ...]  # attribute names from GatewayConfig, e.g. ("grpc_listen",)
+    hint: Any  # the field's type
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper().replace(".", "_")
+
+
+# A table's layout: TOML key -> (field name, type), or for a flat section a
+# nested {key: (field name, type)}.
+_Entry = tuple[str, Any]
+_Layout = dict[str, "_Entry | dict[str, _Entry]"]
+
+
+@functools.cache
+def _layout(cls: type) -> _Layout:
+    hints = typing.get_type_hints(cls)
+    out: _Layout = {}
+    for f in dataclasses.fields(cls):
+        section, _, rest = f.name.partition("_")
+        if cls is GatewayConfig and section in _FLAT_SECTIONS and rest:
+            table = out.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise TypeError(f"config schema: [{section}] is both a field and a section")
+            table[rest] = (f.name, hints[f.name])
+        elif f.name in out:
+            raise TypeError(f"config schema: [{f.name}] is both a field and a section")
+        else:
+            out[f.name] = (f.name, hints[f.name])
+    return out
+
+
+def _is_table(hint: Any) -> bool:
+    # Address is a dataclass too, but a leaf written "host:port".
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint) and hint is not Address
+
+
+def _is_applications(hint: Any) -> bool:
+    return typing.get_origin(hint) is tuple and typing.get_args(hint)[:1] == (Application,)
+
+
+@functools.cache
+def settings() -> tuple[Setting, ...]:
+    """Every scalar setting (all but [[applications]]), in schema order."""
+    out: list[Setting] = []
+
+    def walk(cls: type, prefix: str, path: tuple[str, ...]) -> None:
+        for key, entry in _layout(cls).items():
+            items = entry.items() if isinstance(entry, dict) else [("", entry)]
+            for sub, (name, hint) in items:
+                dotted = prefix + key + (f".{sub}" if sub else "")
+                if _is_table(hint):
+                    walk(hint, dotted + ".", (*path, name))
+                elif not _is_applications(hint):
+                    out.append(Setting(dotted, (*path, name), hint))
+
+    walk(GatewayConfig, "", ())
+    return tuple(out)
+
+
+def setting(key: str) -> Setting:
+    for s in settings():
+        if s.key == key:
+            return s
+    raise KeyError(key)
+
+
+def _unknown(key: str, known: Iterable[str]) -> ConfigError:
+    prefix, _, last = key.rpartition(".")
+    close = difflib.get_close_matches(last, list(known), n=1)
+    hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+    return ConfigError(f"{key}: unknown setting{hint}")
+
+
+def _got(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a table"
+    return f"{_TOML_TYPES.get(type(value), type(value).__name__)} {value!r}"
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """A TOML value (or the text of a string-typed setting) as the field's type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"config schema: {key}: unsupported type {hint!r}")
+        if value in ("off", ""):
+            return None
+        return _coerce(inner[0], value, key)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {_got(value)}")
+        return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected an array, got {_got(value)}")
+        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a boolean (true or false), got {_got(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_got(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {_got(value)}")
+        return float(value)
+    if hint in (str, Address, Path):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_got(value)}")
+        if hint is Address:
+            return Address.parse(value, key)
+        return Path(value) if hint is Path else value
+    raise TypeError(f"config schema: {key}: unsupported type {hint!r}")
+
+
+def _from_text(hint: Any, text: str, key: str) -> Any:
+    """The value of an environment variable or flag as the field's type."""
+    word = text.strip().lower()
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args and word in ("off", ""):
+        return None
+    union = origin in (typing.Union, types.UnionType)
+    base = next((a for a in args if a is not type(None)), hint) if union else hint
+    if base is bool:
+        if word not in _TRUE + _FALSE:
+            raise ConfigError(f"{key}: expected one of {'/'.join(_TRUE + _FALSE)}, got {text!r}")
+        return word in _TRUE
+    if base is int:
+        if not re.fullmatch(r"[+-]?[0-9]+", word):
+            raise ConfigError(f"{key}: expected an integer, got {text!r}")
+        return int(word)
+    if base is float:
+        try:
+            return float(word)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+    if typing.get_origin(base) is tuple:
+        raise ConfigError(f"{key}: a list; set it in the configuration file")
+    return _coerce(hint, text, key)
+
+
+def _check(key: str, value: Any) -> Any:
+    """Range and format rules beyond the type."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        minimum = _MINIMUM.get(key, 0)
+        if not math.isfinite(value) or value < minimum:
+            raise ConfigError(f"{key}: expected a number >= {minimum}, got {value!r}")
+    if key == "esl.app_variable" and not re.fullmatch(r"[A-Za-z0-9_]{1,64}", value):
+        raise ConfigError(f"{key}: 1-64 of [A-Za-z0-9_], got {value!r}")
+    if key == "log_level":
+        value = value.upper()
+        if value not in _LOG_LEVELS:
+            raise ConfigError(f"{key}: expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return value
+
+
+def _merge(obj: Any, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.')}: expected a table, got {_got(raw)}")
+    cls: type = type(obj)
+    layout = _layout(cls)
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        entry = layout.get(key)
+        if entry is None:
+            raise _unknown(prefix + key, layout)
+        if isinstance(entry, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}{key}: expected a table, got {_got(value)}")
+            for sub, sub_value in value.items():
+                if sub not in entry:
+                    raise _unknown(f"{prefix}{key}.{sub}", entry)
+                name, hint = entry[sub]
+                changes[name] = _value(getattr(obj, name), hint, sub_value, f"{prefix}{key}.{sub}")
+        else:
+            name, hint = entry
+            changes[name] = _value(getattr(obj, name), hint, value, prefix + key)
+    return replace(obj, **changes)
+
+
+def _value(current: Any, hint: Any, value: Any, key: str) -> Any:
+    if _is_table(hint):
+        return _merge(current, value, key + ".")
+    if _is_applications(hint):
+        return _applications(value)
+    return _check(key, _coerce(hint, value, key))
+
+
+def _applications(raw: Any) -> tuple[Application, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"applications: expected an array of tables, got {_got(raw)}")
+    apps = tuple(_application(a, i) for i, a in enumerate(raw))
+    ids = [a.app_id for a in apps]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("applications: duplicate id")
+    return apps
+
+
+def _application(raw: Any, index: int) -> Application:
     where = f"applications[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a table, got {_got(raw)}")
+    for key in raw:
+        if key not in _APPLICATION_KEYS:
+            raise _unknown(f"{where}.{key}", _APPLICATION_KEYS)
     app_id = raw.get("id")
     if not isinstance(app_id, str) or not _APP_ID.match(app_id):
         raise ConfigError(f"{where}.id: 1-64 of [A-Za-z0-9._-] required")
@@ -160,115 +448,72 @@ def _application(raw: Mapping[str, Any], index: int) -> Application:
     return Application(app_id, key_digest, url, tuple(secrets))
 
 
-def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = raw.get(name, {})
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"[{name}]: expected a table")
-    return value
+def _set(obj: Any, path: tuple[str, ...], value: Any) -> Any:
+    name, *rest = path
+    return replace(obj, **{name: _set(getattr(obj, name), tuple(rest), value) if rest else value})
 
 
-def _number(raw: Mapping[str, Any], key: str, setting: str, default: float, minimum: float) -> Any:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise ConfigError(f"{setting}: a number >= {minimum}")
-    return value
+def apply_text(cfg: GatewayConfig, key: str, text: str, source: str) -> GatewayConfig:
+    """Set one setting from text (an environment variable or a flag, named by ``source``)."""
+    s = setting(key)
+    value = _check(key, _from_text(s.hint, text, f"{source} ({key})"))
+    updated: GatewayConfig = _set(cfg, s.path, value)
+    return updated
+
+
+def apply_env(cfg: GatewayConfig, env: Mapping[str, str]) -> GatewayConfig:
+    """Apply every ``CALLCONTROL_*`` variable; an unknown one is an error (a typo, surely)."""
+    by_name = {s.env: s for s in settings()}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        s = by_name.get(name)
+        if s is None:
+            close = difflib.get_close_matches(name, [*by_name, *ENV_NOT_SETTINGS], n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"environment variable {name}: unknown setting{hint}")
+        cfg = apply_text(cfg, s.key, env[name], name)
+    return cfg
+
+
+def _tls_pair(cert: str, key: str, cert_key: str, key_key: str) -> None:
+    if bool(cert) != bool(key):
+        raise ConfigError(f"{cert_key}, {key_key}: set both or neither")
+    for path, name in ((cert, cert_key), (key, key_key)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name}: no such file: {path}")
+
+
+def validate(cfg: GatewayConfig) -> GatewayConfig:
+    """Rules across settings; run once all sources are merged."""
+    g, r = cfg.grpc_tls, cfg.rest.tls
+    _tls_pair(g.cert_file, g.key_file, "grpc.tls.cert_file", "grpc.tls.key_file")
+    _tls_pair(r.cert_file, r.key_file, "rest.tls.cert_file", "rest.tls.key_file")
+    _tls_pair(
+        r.upstream_cert_file, r.upstream_key_file, "rest.tls.upstream_cert_file", "rest.tls.upstream_key_file"
+    )
+    for path, name in (
+        (g.client_ca_file, "grpc.tls.client_ca_file"),
+        (r.upstream_ca_file, "rest.tls.upstream_ca_file"),
+    ):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name}: no such file: {path}")
+    if g.client_ca_file and not g.enabled:
+        raise ConfigError("grpc.tls.client_ca_file: needs grpc.tls.cert_file and key_file")
+    return cfg
 
 
 def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> GatewayConfig:
-    """Build a config from parsed TOML (or an equivalent mapping)."""
-    cfg = base or GatewayConfig()
-    grpc = _section(raw, "grpc")
-    esl = _section(raw, "esl")
-    ops = _section(raw, "operations")
-    hooks = _section(raw, "webhooks")
-    rest = _section(raw, "rest")
-    apps_raw = raw.get("applications", None)
-    apps = cfg.applications
-    if apps_raw is not None:
-        if not isinstance(apps_raw, list):
-            raise ConfigError("applications: expected an array of tables")
-        apps = tuple(_application(a, i) for i, a in enumerate(apps_raw))
-        ids = [a.app_id for a in apps]
-        if len(set(ids)) != len(ids):
-            raise ConfigError("applications: duplicate id")
-    app_var = esl.get("app_variable", cfg.esl.app_variable)
-    if not isinstance(app_var, str) or not re.match(r"^[A-Za-z0-9_]{1,64}$", app_var):
-        raise ConfigError("esl.app_variable: 1-64 of [A-Za-z0-9_]")
-    return replace(
-        cfg,
-        grpc_listen=Address.parse(grpc["listen"], "grpc.listen") if "listen" in grpc else cfg.grpc_listen,
-        grpc_rate_limit_per_s=int(
-            _number(grpc, "rate_limit_per_s", "grpc.rate_limit_per_s", cfg.grpc_rate_limit_per_s, 0)
-        ),
-        esl=EslConfig(
-            listen=Address.parse(esl["listen"], "esl.listen") if "listen" in esl else cfg.esl.listen,
-            app_variable=app_var,
-            reply_timeout_ms=int(
-                _number(esl, "reply_timeout_ms", "esl.reply_timeout_ms", cfg.esl.reply_timeout_ms, 1)
-            ),
-            max_connections=int(
-                _number(esl, "max_connections", "esl.max_connections", cfg.esl.max_connections, 1)
-            ),
-        ),
-        operations=OperationsConfig(
-            timeout_ms=int(_number(ops, "timeout_ms", "operations.timeout_ms", cfg.operations.timeout_ms, 1)),
-            retention=int(_number(ops, "retention", "operations.retention", cfg.operations.retention, 1)),
-        ),
-        webhooks=WebhookConfig(
-            outbox_path=str(hooks.get("outbox_path", cfg.webhooks.outbox_path)),
-            request_timeout_s=float(
-                _number(
-                    hooks,
-                    "request_timeout_s",
-                    "webhooks.request_timeout_s",
-                    cfg.webhooks.request_timeout_s,
-                    0.001,
-                )
-            ),
-            max_attempts=int(
-                _number(hooks, "max_attempts", "webhooks.max_attempts", cfg.webhooks.max_attempts, 1)
-            ),
-            max_age_s=float(_number(hooks, "max_age_s", "webhooks.max_age_s", cfg.webhooks.max_age_s, 1)),
-            per_destination_concurrency=int(
-                _number(
-                    hooks,
-                    "per_destination_concurrency",
-                    "webhooks.per_destination_concurrency",
-                    cfg.webhooks.per_destination_concurrency,
-                    1,
-                )
-            ),
-        ),
-        rest=RestConfig(
-            listen=Address.parse(rest["listen"], "rest.listen") if "listen" in rest else cfg.rest.listen,
-            admin=Address.parse(rest["admin"], "rest.admin") if "admin" in rest else cfg.rest.admin,
-            rate_limit_per_s=int(
-                _number(rest, "rate_limit_per_s", "rest.rate_limit_per_s", cfg.rest.rate_limit_per_s, 1)
-            ),
-        ),
-        applications=apps,
-        metrics_listen=_metrics_listen(raw.get("metrics", {}), cfg.metrics_listen),
-        simulator=bool(raw.get("simulator", cfg.simulator)),
-        log_level=str(raw.get("log_level", cfg.log_level)).upper(),
-    )
-
-
-def _metrics_listen(raw: Any, default: Address | None) -> Address | None:
-    if not isinstance(raw, Mapping):
-        raise ConfigError("[metrics]: expected a table")
-    if "listen" not in raw:
-        return default
-    value = raw["listen"]
-    if value in ("", "off"):
-        return None
-    if not isinstance(value, str):
-        raise ConfigError('metrics.listen: host:port, or "off"')
-    return Address.parse(value, "metrics.listen")
+    """Build a config from parsed TOML (or an equivalent mapping), strictly."""
+    cfg: GatewayConfig = _merge(base or GatewayConfig(), raw, "")
+    return validate(cfg)
 
 
 def load_file(path: Path, base: GatewayConfig | None = None) -> GatewayConfig:
+    """The file over ``base``; call ``validate`` once the environment and flags are applied too."""
     try:
         raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
-    return from_mapping(raw, base)
+    cfg: GatewayConfig = _merge(base or GatewayConfig(), raw, "")
+    return cfg

@@ -16,18 +16,19 @@ import logging
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from callcontrol.api.auth import Authenticator
 from callcontrol.api.interceptors import GatewayInterceptor
 from callcontrol.api.ratelimit import RateLimiter, method_groups
+from callcontrol.api.reflection import enable_reflection
 from callcontrol.api.servicers import OperationsServicer, SessionCommandsServicer, SessionsServicer
+from callcontrol.api.tls import server_credentials
 from callcontrol.config import Address, GatewayConfig
 from callcontrol.control import CallControl
 from callcontrol.esl.link import OutboundLink
 from callcontrol.events import EventStream
 from callcontrol.metrics_http import MetricsServer
-from callcontrol.rest.descriptor import load_api
+from callcontrol.rest.descriptor import default_descriptor_path, load_api
 from callcontrol.v1 import (
     commands_pb2,
     commands_pb2_grpc,
@@ -84,14 +85,14 @@ class Gateway:
         sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsServicer(self.control), self.server)
         add_to_server(self.server, self.webhooks)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+        # Reflection v1 and v1alpha, with the comments of the descriptor set.
+        enable_reflection(
             self.server,
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+            default_descriptor_path(),
         )
+        # Read now, so a bad certificate stops the start before anything binds.
+        self._grpc_credentials = server_credentials(config.grpc_tls)
         self.metrics = MetricsServer(self._collect_metrics)
         self.metrics_address: Address | None = None
         self.grpc_address: Address | None = None
@@ -103,7 +104,10 @@ class Gateway:
         self._webhook_task = asyncio.create_task(self.webhooks.run(), name="webhook-delivery")
         self.esl_address = await self.link.start()
         listen = self.config.grpc_listen
-        port = self.server.add_insecure_port(str(listen))
+        if self._grpc_credentials is not None:
+            port = self.server.add_secure_port(str(listen), self._grpc_credentials)
+        else:
+            port = self.server.add_insecure_port(str(listen))
         if port == 0:
             raise OSError(f"cannot listen for gRPC on {listen}")
         self.grpc_address = Address(listen.host, port)
@@ -114,7 +118,8 @@ class Gateway:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         for name in SERVICE_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("gRPC listening on %s", self.grpc_address)
+        tls = "TLS" if self._grpc_credentials is not None else "plaintext"
+        log.info("gRPC listening on %s (%s)", self.grpc_address, tls)
 
     async def shutdown(self, grace: float = 2.0) -> None:
         if self._stopped:

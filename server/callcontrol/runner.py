@@ -15,24 +15,38 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from callcontrol.config import DEMO_API_KEY, DEMO_APP_ID, GatewayConfig
+from callcontrol.config import DEMO_API_KEY, DEMO_APP_ID, GatewayConfig, is_demo
 from callcontrol.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
 
-def _demo_banner(rest_url: str | None, grpc: str, session_ids: list[str]) -> str:
+def _banner(
+    cfg: GatewayConfig, rest_url: str | None, grpc: str, session_ids: list[str], esl: str | None = None
+) -> str:
+    """What is running. Demo credentials and curl lines only when they work (demo mode)."""
+    demo = is_demo(cfg)
     sid = session_ids[0] if session_ids else "<session uuid>"
     base = rest_url or "(REST disabled: --no-envoy)"
+    grpc_scheme = "TLS" if cfg.grpc_tls.enabled else "plaintext"
     lines = [
         "",
-        "call-control gateway is running",
+        f"call-control gateway {'demo ' if demo else ''}is running",
         f"  REST (Envoy)   {base}",
-        f"  gRPC           {grpc}",
-        f"  demo app       X-App-ID: {DEMO_APP_ID}   X-API-Key: {DEMO_API_KEY}",
+        f"  gRPC           {grpc} ({grpc_scheme})",
     ]
-    lines += [f"  simulated call {s}" for s in session_ids]
-    if rest_url:
+    if demo:
+        lines.append(f"  demo app       X-App-ID: {DEMO_APP_ID}   X-API-Key: {DEMO_API_KEY}")
+    else:
+        apps = ", ".join(a.app_id for a in cfg.applications)
+        lines.append(f"  applications   {apps}")
+    if cfg.simulator:
+        lines += [f"  simulated call {s}" for s in session_ids]
+    else:
+        lines.append(
+            f"  FreeSWITCH     connects to {esl or cfg.esl.listen} (dialplan: socket ... async full)"
+        )
+    if rest_url and demo:
         lines += [
             "",
             "answer the simulated call:",
@@ -80,7 +94,7 @@ async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, dem
             from callcontrol.rest.envoy_process import EnvoyProcess
 
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callcontrol-envoy-")))
-            proxy = EnvoyProcess(cfg.rest, gateway.grpc_address, run_dir)
+            proxy = EnvoyProcess(cfg.rest, gateway.grpc_address, run_dir, upstream_tls=cfg.grpc_tls.enabled)
             await proxy.start()
             stack.push_async_callback(proxy.stop)
             await proxy.wait_healthy()
@@ -95,6 +109,7 @@ async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, dem
             for n in range(demo_calls):
                 call = await sim.place_call(app_id=DEMO_APP_ID, caller_number=f"+1555000{n:04d}")
                 session_ids.append(call.uuid)
-        print(_demo_banner(rest_url, str(gateway.grpc_address), session_ids), flush=True)
+        banner = _banner(cfg, rest_url, str(gateway.grpc_address), session_ids, str(gateway.esl_address))
+        print(banner, flush=True)
         await stop.wait()
         log.info("stopping")

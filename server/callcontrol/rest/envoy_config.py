@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from callcontrol.config import Address, ConfigError, RestConfig
+from callcontrol.config import Address, ConfigError, RestConfig, RestTlsConfig
 from callcontrol.rest.descriptor import ApiDescriptor, load_api
 from callcontrol.rest.envoy_replies import HEALTH_PATH_REGEX, local_reply_config
 from callcontrol.rest.envoy_routes import (
@@ -75,6 +75,52 @@ def _upstream_host(address: Address) -> tuple[str, bool]:
     except ValueError:
         return host, False
     return host, True
+
+
+def _tls_socket(context_type: str, context: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.transport_sockets.tls.v3." + context_type,
+            **context,
+        },
+    }
+
+
+def _certificate(cert_file: str, key_file: str) -> dict[str, Any]:
+    # Absolute paths: Envoy runs in its own run directory.
+    return {
+        "certificate_chain": {"filename": str(Path(cert_file).resolve())},
+        "private_key": {"filename": str(Path(key_file).resolve())},
+    }
+
+
+def _downstream_tls(tls: RestTlsConfig) -> dict[str, Any]:
+    """REST over TLS (HTTP/1.1 and HTTP/2 by ALPN), TLS 1.2 at least."""
+    return _tls_socket(
+        "DownstreamTlsContext",
+        {
+            "common_tls_context": {
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificates": [_certificate(tls.cert_file, tls.key_file)],
+                "alpn_protocols": ["h2", "http/1.1"],
+            }
+        },
+    )
+
+
+def _upstream_tls(tls: RestTlsConfig, host: str) -> dict[str, Any]:
+    """Envoy to a gRPC server that serves TLS: verified against upstream_ca_file."""
+    if not tls.upstream_ca_file:
+        raise ConfigError("rest.tls.upstream_ca_file: required when the gRPC server uses TLS")
+    common: dict[str, Any] = {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+        "validation_context": {"trusted_ca": {"filename": str(Path(tls.upstream_ca_file).resolve())}},
+        "alpn_protocols": ["h2"],
+    }
+    if tls.upstream_cert_file:
+        common["tls_certificates"] = [_certificate(tls.upstream_cert_file, tls.upstream_key_file)]
+    return _tls_socket("UpstreamTlsContext", {"common_tls_context": common, "sni": host})
 
 
 def _access_log(path: Path | None) -> list[dict[str, Any]]:
@@ -209,10 +255,12 @@ def _http_filters(api: ApiDescriptor, rest: RestConfig) -> list[dict[str, Any]]:
     ]
 
 
-def _cluster(grpc_address: Address, health_check_interval_ms: int) -> dict[str, Any]:
+def _cluster(
+    grpc_address: Address, health_check_interval_ms: int, upstream_tls: RestTlsConfig | None = None
+) -> dict[str, Any]:
     host, is_ip = _upstream_host(grpc_address)
     interval = f"{health_check_interval_ms / 1000:.3f}s"
-    return {
+    cluster = {
         "name": CLUSTER,
         "type": "STATIC" if is_ip else "STRICT_DNS",
         "connect_timeout": "1s",
@@ -249,6 +297,9 @@ def _cluster(grpc_address: Address, health_check_interval_ms: int) -> dict[str, 
             "thresholds": [{"max_connections": 1024, "max_pending_requests": 4096, "max_requests": 10000}]
         },
     }
+    if upstream_tls is not None:
+        cluster["transport_socket"] = _upstream_tls(upstream_tls, host)
+    return cluster
 
 
 def render_envoy_config(
@@ -259,8 +310,12 @@ def render_envoy_config(
     api: ApiDescriptor | None = None,
     access_log_path: Path | None = None,
     health_check_interval_ms: int = 1000,
+    upstream_tls: bool = False,
 ) -> str:
     """The bootstrap as JSON text.
+
+    ``upstream_tls``: the gRPC server serves TLS, so Envoy connects with TLS too
+    (``rest.tls.upstream_*``). ``rest.tls.cert_file`` set: REST is served over TLS.
 
     ``openapi_file`` is served at ``/openapi.json`` (write it with
     ``callcontrol.rest.openapi``); ``access_log_path`` ``None`` logs JSON lines to
@@ -320,12 +375,15 @@ def render_envoy_config(
                         {
                             "filters": [
                                 {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
-                            ]
+                            ],
+                            **({"transport_socket": _downstream_tls(rest.tls)} if rest.tls.enabled else {}),
                         }
                     ],
                 }
             ],
-            "clusters": [_cluster(grpc_address, health_check_interval_ms)],
+            "clusters": [
+                _cluster(grpc_address, health_check_interval_ms, rest.tls if upstream_tls else None)
+            ],
         },
         "overload_manager": {
             "resource_monitors": [

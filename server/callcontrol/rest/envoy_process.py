@@ -85,6 +85,7 @@ def write_run_files(
     api: ApiDescriptor | None = None,
     access_log_path: Path | None = None,
     health_check_interval_ms: int = 1000,
+    upstream_tls: bool = False,
 ) -> EnvoyFiles:
     """Write ``envoy.json`` and the ``openapi.json`` it serves into ``run_dir``."""
     api = api or load_api()
@@ -100,6 +101,7 @@ def write_run_files(
             api=api,
             access_log_path=access_log_path,
             health_check_interval_ms=health_check_interval_ms,
+            upstream_tls=upstream_tls,
         ),
         encoding="utf-8",
     )
@@ -142,6 +144,7 @@ class EnvoyProcess:
         concurrency: int | None = None,
         health_check_interval_ms: int = 1000,
         log_level: str = "info",
+        upstream_tls: bool = False,
     ) -> None:
         self._rest = rest
         self._grpc_address = grpc_address
@@ -152,6 +155,7 @@ class EnvoyProcess:
         self._concurrency = concurrency or min(4, os.cpu_count() or 1)
         self._health_check_interval_ms = health_check_interval_ms
         self._log_level = log_level
+        self._upstream_tls = upstream_tls
         self._proc: asyncio.subprocess.Process | None = None
         self._rest_address: Address | None = None
         self._admin_address: Address | None = None
@@ -184,7 +188,8 @@ class EnvoyProcess:
     @property
     def rest_url(self) -> str:
         """Base URL of the REST API, e.g. ``http://127.0.0.1:8080``."""
-        return f"http://{_reachable(self.rest_address)}"
+        scheme = "https" if self._rest.tls.enabled else "http"
+        return f"{scheme}://{_reachable(self.rest_address)}"
 
     @property
     def admin_url(self) -> str:
@@ -205,6 +210,7 @@ class EnvoyProcess:
             api=self._api or load_api(),
             access_log_path=self._access_log_path,
             health_check_interval_ms=self._health_check_interval_ms,
+            upstream_tls=self._upstream_tls,
         )
         admin_file = self.run_dir / "admin.address"
         admin_file.unlink(missing_ok=True)
@@ -317,12 +323,15 @@ class EnvoyProcess:
         return await self._get_ok(http, f"{self.admin_url}/ready")
 
     async def _healthz(self, http: aiohttp.ClientSession) -> bool:
-        return await self._get_ok(http, f"{self.rest_url}{HEALTH_PATH}")
+        # Our own child on loopback: the probe asks whether it serves, not who it is
+        # (the operator's REST certificate need not name 127.0.0.1).
+        return await self._get_ok(http, f"{self.rest_url}{HEALTH_PATH}", verify=False)
 
     @staticmethod
-    async def _get_ok(http: aiohttp.ClientSession, url: str) -> bool:
+    async def _get_ok(http: aiohttp.ClientSession, url: str, *, verify: bool = True) -> bool:
         try:
-            async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+            timeout = aiohttp.ClientTimeout(total=2)
+            async with http.get(url, timeout=timeout, ssl=verify) as response:
                 await response.read()
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):

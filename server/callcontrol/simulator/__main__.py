@@ -25,6 +25,16 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value < 3600:
+        raise argparse.ArgumentTypeError(f"expected 0 <= seconds < 3600, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m callcontrol.simulator", description=__doc__)
     parser.add_argument(
@@ -36,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--destination", default="8084", help="destination number")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds before the caller hangs up")
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between calls")
+    parser.add_argument(
+        "--answer-delay",
+        type=_seconds,
+        default=0.02,
+        help="seconds FreeSWITCH takes to execute an answer (default 0.02)",
+    )
+    parser.add_argument(
+        "--answer-never-completes",
+        action="store_true",
+        help="accept answer commands but never confirm them (the gateway times them out)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -66,6 +87,8 @@ async def run(args: argparse.Namespace) -> int:
                 app_id=args.app_id or None,
                 caller_number=_caller(args.caller, n),
                 destination_number=args.destination,
+                answer_delay=args.answer_delay,
+                answer_completes=not args.answer_never_completes,
             )
             followers.append(asyncio.create_task(_follow(call, args.hold, simulator.dialplan_playback)))
             if args.interval:
