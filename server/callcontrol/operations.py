@@ -94,7 +94,7 @@ class OperationStore:
                 [
                     FieldViolation(
                         "command_uid",
-                        f"already used for a {existing.command} command on this session",
+                        f"already used for {_with_article(existing.command)} command on this session",
                     )
                 ]
             )
@@ -194,3 +194,7 @@ class OperationStore:
             if entry.deadline is not None:
                 entry.deadline.cancel()
                 entry.deadline = None
+
+
+def _with_article(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
