@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from callcontrol import logs
 from callcontrol.config import (
     DEMO_API_KEY,
     DEMO_APP_ID,
@@ -26,6 +27,7 @@ from callcontrol.config import (
     GatewayConfig,
     demo_application,
     load_file,
+    log_format,
 )
 
 log = logging.getLogger("callcontrol")
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--demo-calls", type=int, default=1, help="calls the simulator places in demo mode")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--log-format", help="text (default) or json: one JSON object per line")
     return p
 
 
@@ -74,6 +77,8 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> GatewayCon
         cfg = replace(cfg, simulator=value.lower() in ("on", "1", "true", "yes"))
     if (value := pick(args.log_level, "LOG_LEVEL")) is not None:
         cfg = replace(cfg, log_level=value.upper())
+    if (value := pick(args.log_format, "LOG_FORMAT")) is not None:
+        cfg = replace(cfg, log_format=log_format(value.lower(), "log format"))
     if not cfg.applications:
         raise ConfigError("applications: at least one application is required")
     return cfg
@@ -96,9 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(cfg.log_level, cfg.log_format)
     if cfg.simulator and cfg.application(DEMO_APP_ID) is not None:
         log.info("demo credentials: X-App-ID: %s  X-API-Key: %s", DEMO_APP_ID, DEMO_API_KEY)
     asyncio.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))

@@ -93,6 +93,9 @@ class RestConfig:
     admin: Address = Address("127.0.0.1", 9901)
     # Requests per second per application over REST (shared by all session endpoints).
     rate_limit_per_s: int = 50
+    # Envoy's JSON access log: "stderr", "stdout", "off", or a file path (its own
+    # stream, apart from the banner on stdout).
+    access_log: str = "stderr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,8 @@ class GatewayConfig:
     # only tells the run script whether to start the simulator.
     simulator: bool = True
     log_level: str = "INFO"
+    # "text" (one line per record, for a terminal) or "json" (one object per line).
+    log_format: str = "text"
 
     def application(self, app_id: str) -> Application | None:
         for app in self.applications:
@@ -245,12 +250,26 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
             rate_limit_per_s=int(
                 _number(rest, "rate_limit_per_s", "rest.rate_limit_per_s", cfg.rest.rate_limit_per_s, 1)
             ),
+            access_log=_access_log(rest.get("access_log", cfg.rest.access_log)),
         ),
         applications=apps,
         metrics_listen=_metrics_listen(raw.get("metrics", {}), cfg.metrics_listen),
         simulator=bool(raw.get("simulator", cfg.simulator)),
         log_level=str(raw.get("log_level", cfg.log_level)).upper(),
+        log_format=log_format(raw.get("log_format", cfg.log_format), "log_format"),
     )
+
+
+def log_format(value: Any, setting: str) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(f'{setting}: "text" or "json", got {value!r}')
+    return str(value)
+
+
+def _access_log(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError('rest.access_log: "stderr", "stdout", "off" or a file path')
+    return value
 
 
 def _metrics_listen(raw: Any, default: Address | None) -> Address | None:

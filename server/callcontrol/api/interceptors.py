@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # Infrastructure services answer without application credentials.
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
@@ -72,7 +74,10 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
 
     def _enter(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         md = _metadata(context)
-        request_id.set(md.get("x-request-id") or str(uuid.uuid4()))
+        # The caller's id is kept when it is a plain token (Envoy's, or a client's
+        # own); anything else is replaced, so no client text lands in every log line.
+        given = md.get("x-request-id", "")
+        request_id.set(given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4()))
         app = self._auth.authenticate(md.get("x-app-id"), md.get("x-api-key"))
         set_current_app(app)
         if self._limiter is not None:

@@ -42,6 +42,7 @@ from greenswitch.esl import OutboundSession, OutboundSessionHasGoneAway
 
 from callcontrol.config import Address
 from callcontrol.esl.frames import Event, Frame, FrameError, FrameParser, encode_command
+from callcontrol.logs import context_with
 from callcontrol.metrics import LinkMetrics
 
 log = logging.getLogger(__name__)
@@ -319,7 +320,8 @@ class OutboundLink:
 
     def post(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
         """gevent thread → loop, preserving order."""
-        self.loop.call_soon_threadsafe(self._deliver, channel, batch)
+        context = context_with(session_id=channel.unique_id)  # the session id for logs
+        self.loop.call_soon_threadsafe(self._deliver, channel, batch, context=context)
 
     def _deliver(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
         handler = self._handler
