@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
 
@@ -47,7 +48,7 @@ EXPECTED_FAMILIES = {
 @pytest.fixture
 def config() -> GatewayConfig:
     # A short answer deadline, so a timed-out answer is quick to produce.
-    return replace(make_config(), operations=OperationsConfig(timeout_ms=300))
+    return replace(make_config(), operations=OperationsConfig(timeout_ms=1000))
 
 
 async def _scrape(gateway: Gateway) -> tuple[str, dict[str, str], Samples]:
@@ -75,13 +76,16 @@ async def test_exposition_has_every_family_with_help_and_counts_rpcs_commands_an
     gateway: Gateway, simulator: FreeSwitchSimulator, stubs: Stubs, events: Subscription
 ) -> None:
     answered = await simulator.place_call()
+    await next_event(events, CallInitiated, answered.uuid)
     silent = await simulator.place_call(answer_completes=False)
-    for call in (answered, silent):
-        await next_event(events, CallInitiated, call.uuid)
+    await next_event(events, CallInitiated, silent.uuid)
     for call in (answered, silent):
         await stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=call.uuid), metadata=DEMO_AUTH)
-    assert (await next_event(events, CommandResult, answered.uuid)).status == "succeeded"
-    assert (await next_event(events, CommandResult, silent.uuid)).status == "timed_out"
+    results: dict[str, str] = {}
+    while len(results) < 2:
+        result = await next_event(events, CommandResult)
+        results[result.session_id] = result.status
+    assert results == {answered.uuid: "succeeded", silent.uuid: "timed_out"}
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await stubs.operations.GetOperation(
             operations_pb2.GetOperationRequest(operation_id=str(uuid.uuid4())), metadata=DEMO_AUTH
@@ -143,3 +147,17 @@ async def test_two_gateways_in_one_process_keep_their_own_metrics(gateway: Gatew
         await other.shutdown(grace=0.5)
     assert _value(mine, "callcontrol_esl_reply_timeouts_total") == 1
     assert _value(theirs, "callcontrol_esl_reply_timeouts_total") == 0
+
+
+async def test_a_garbled_frame_from_freeswitch_counts_as_a_protocol_error(gateway: Gateway) -> None:
+    assert gateway.esl_address is not None
+    reader, writer = await asyncio.open_connection(gateway.esl_address.host, gateway.esl_address.port)
+    try:
+        assert await asyncio.wait_for(reader.readuntil(b"\n\n"), 5) == b"connect\n\n"
+        writer.write(b"Content-Type: command/reply\nContent-Length: abc\n\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the gateway hung up
+    finally:
+        writer.close()
+    _, _, samples = await _scrape(gateway)
+    assert _value(samples, "callcontrol_esl_protocol_errors_total") == 1
