@@ -88,6 +88,7 @@ async def test_json_logs_are_one_object_per_line_with_the_ids_as_fields(
     assert FORGED in call["message"]
     assert call["session_id"] == session_id
     assert call["level"] == "INFO"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", call["time"])
     assert call["logger"] == "callcontrol.control"
     rpcs = [r for r in records if r["logger"] == "callcontrol.api.interceptors"]
     assert rpcs
