@@ -161,3 +161,15 @@ async def test_a_garbled_frame_from_freeswitch_counts_as_a_protocol_error(gatewa
         writer.close()
     _, _, samples = await _scrape(gateway)
     assert _value(samples, "callcontrol_esl_protocol_errors_total") == 1
+
+
+async def test_an_openmetrics_scraper_gets_openmetrics(gateway: Gateway) -> None:
+    assert gateway.metrics_address is not None
+    url = f"http://{gateway.metrics_address}/metrics"
+    headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = await response.text()
+    assert text.endswith("# EOF\n")
+    assert "# TYPE callcontrol_webhook_attempts counter" in text
