@@ -102,18 +102,31 @@ class RpcMetrics:
             buckets=RPC_BUCKETS_S,
         )
 
+        # Resolving labels takes a lock and a lookup each time; the children of a
+        # (bounded) method, kind and code are kept instead.
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._codes: dict[tuple[str, str, grpc.StatusCode], Counter] = {}
+
     @staticmethod
     def _labels(method: str, kind: str) -> tuple[str, str, str]:
         service, _, name = method.lstrip("/").partition("/")
         return service, name, kind
 
     def started(self, method: str, kind: str) -> None:
-        self._started.labels(*self._labels(method, kind)).inc()
+        children = self._children.get((method, kind))
+        if children is None:
+            labels = self._labels(method, kind)
+            children = self._started.labels(*labels), self._seconds.labels(*labels)
+            self._children[(method, kind)] = children
+        children[0].inc()
 
     def handled(self, method: str, kind: str, code: grpc.StatusCode, seconds: float) -> None:
-        labels = self._labels(method, kind)
-        self._handled.labels(*labels, code.name).inc()
-        self._seconds.labels(*labels).observe(seconds)
+        counter = self._codes.get((method, kind, code))
+        if counter is None:
+            counter = self._handled.labels(*self._labels(method, kind), code.name)
+            self._codes[(method, kind, code)] = counter
+        counter.inc()
+        self._children[(method, kind)][1].observe(seconds)
 
 
 class CommandMetrics:
@@ -169,6 +182,7 @@ class LinkMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._by_kind = {kind: self._frames.labels(kind) for kind in (*_FRAME_KINDS, "other")}
         self.protocol_errors = Counter(
             "esl_protocol_errors",
             "Connections closed because FreeSWITCH sent bytes that are not a valid frame.",
@@ -190,7 +204,8 @@ class LinkMetrics:
         )
 
     def frame_received(self, content_type: str | None) -> None:
-        self._frames.labels(content_type if content_type in _FRAME_KINDS else "other").inc()
+        kind = content_type if content_type in self._by_kind else "other"
+        self._by_kind[kind].inc()
 
     def count_connections(self, count: Callable[[], int]) -> None:
         self.connections.set_function(count)
