@@ -12,8 +12,10 @@ a descriptor set with imports and comments. Nothing generated is committed.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import grpc_tools
@@ -78,9 +80,22 @@ def _plugins() -> list[str]:
 
 
 def _run(args: list[str]) -> None:
-    code = protoc.main(["protoc", *args])
-    if code != 0:
-        raise SystemExit(f"protoc failed ({code}): {' '.join(args)}")
+    # protoc runs in this process and its plugins inherit file descriptor 2;
+    # mypy-protobuf writes a "Writing mypy to ..." line per file there. Keep
+    # that chatter (fd 2, not just sys.stderr) and show it only on failure.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as chatter:
+        os.dup2(chatter.fileno(), 2)
+        try:
+            code = protoc.main(["protoc", *args])
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if code != 0:
+            chatter.seek(0)
+            sys.stderr.write(chatter.read().decode(errors="replace"))
+            raise SystemExit(f"protoc failed ({code}): {' '.join(args)}")
 
 
 def main() -> None:

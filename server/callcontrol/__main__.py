@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from callcontrol import logs
 from callcontrol.config import (
     DEMO_API_KEY,
     DEMO_APP_ID,
@@ -45,6 +46,7 @@ SETTING_FLAGS = {
     "--outbox-path": "webhooks.outbox_path",
     "--simulator": "simulator",
     "--log-level": "log_level",
+    "--log-format": "log_format",
 }
 
 
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--demo-calls", type=int, default=1, help="calls the simulator places in demo mode")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--log-format", help="text (default) or json: one JSON object per line")
     return p
 
 
@@ -116,9 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(cfg.log_level, cfg.log_format)
     if cfg.simulator and is_demo(cfg):
         log.info("demo credentials: X-App-ID: %s  X-API-Key: %s", DEMO_APP_ID, DEMO_API_KEY)
     asyncio.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DEMO_APP_ID = "demo-app"
 DEMO_API_KEY = "demo-key-change-me"
@@ -129,6 +129,9 @@ class RestConfig:
     # Requests per second per application over REST (shared by all session endpoints).
     rate_limit_per_s: int = 50
     tls: RestTlsConfig = field(default_factory=RestTlsConfig)
+    # Envoy's JSON access log: "stderr", "stdout", "off", or a file path (its own
+    # stream, apart from the banner on stdout).
+    access_log: str = "stderr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,8 @@ class GatewayConfig:
     # only tells the run script whether to start the simulator.
     simulator: bool = True
     log_level: str = "INFO"
+    # "text" (one line per record, for a terminal) or "json" (one object per line).
+    log_format: Literal["text", "json"] = "text"
 
     def application(self, app_id: str) -> Application | None:
         for app in self.applications:
@@ -367,6 +372,8 @@ def _check(key: str, value: Any) -> Any:
             raise ConfigError(f"{key}: expected a number >= {minimum}, got {value!r}")
     if key == "esl.app_variable" and not re.fullmatch(r"[A-Za-z0-9_]{1,64}", value):
         raise ConfigError(f"{key}: 1-64 of [A-Za-z0-9_], got {value!r}")
+    if key == "rest.access_log" and not value.strip():
+        raise ConfigError(f'{key}: "stderr", "stdout", "off" or a file path, got {value!r}')
     if key == "log_level":
         value = value.upper()
         if value not in _LOG_LEVELS:

@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from prometheus_client import CollectorRegistry
+
 from callcontrol.config import GatewayConfig
 from callcontrol.errors import Unavailable
 from callcontrol.esl.frames import Event, Frame, encode_command, encode_sendmsg
 from callcontrol.esl.link import CallChannel, Reply
 from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, EventStream
+from callcontrol.metrics import CommandMetrics
 from callcontrol.operations import Operation, OperationStore, Status
 from callcontrol.sessions import Session, SessionRegistry, SessionState
 from callcontrol.validation import DEFAULT_CAUSE
@@ -45,8 +48,11 @@ class _Call:
 class CallControl:
     """Implements ``LinkHandler``; owns the session registry and the operations."""
 
-    def __init__(self, config: GatewayConfig, events: EventStream) -> None:
+    def __init__(
+        self, config: GatewayConfig, events: EventStream, metrics: CommandMetrics | None = None
+    ) -> None:
         self._config = config
+        self._metrics = metrics or CommandMetrics(CollectorRegistry())
         self._events = events
         self.sessions = SessionRegistry()
         self.operations = OperationStore(
@@ -129,6 +135,7 @@ class CallControl:
         self.operations.finish(op.operation_id, Status.FAILED, reason, reply.text)
 
     def _report_result(self, op: Operation) -> None:
+        self._metrics.finished(op.command, op.status.value, op.reason)
         self._events.publish(
             CommandResult(
                 app_id=op.app_id,
@@ -223,7 +230,9 @@ class CallControl:
         if not session.answer_reported:
             session.answer_reported = True
             self._events.publish(CallAnswered(app_id=session.app_id, session_id=session.session_id))
-        self.operations.finish(op_id, Status.SUCCEEDED)
+        op = self.operations.finish(op_id, Status.SUCCEEDED)
+        if op is not None and op.finished_at is not None:
+            self._metrics.answer_confirmed((op.finished_at - op.created_at).total_seconds())
 
     def call_notice(self, channel: CallChannel, notice: Frame) -> None:
         call = self._calls.get(channel.unique_id)

@@ -27,6 +27,7 @@ from callcontrol.config import Address, GatewayConfig
 from callcontrol.control import CallControl
 from callcontrol.esl.link import OutboundLink
 from callcontrol.events import EventStream
+from callcontrol.metrics import CommandMetrics, LinkMetrics, RpcMetrics, include, new_registry
 from callcontrol.metrics_http import MetricsServer
 from callcontrol.rest.descriptor import default_descriptor_path, load_api
 from callcontrol.v1 import (
@@ -63,12 +64,19 @@ class Gateway:
         self.webhooks = webhooks or WebhookService(config)
         self.events.add_sink(self.webhooks)
         self._webhook_task: asyncio.Task[None] | None = None
-        self.control = CallControl(config, self.events)
+        # Per gateway, not prometheus_client's global one: several gateways share a test process.
+        self.registry = new_registry()
+        include(self.registry, self.webhooks.registry)
+        commands = CommandMetrics(self.registry)
+        self.control = CallControl(config, self.events, commands)
+        commands.sessions.set_function(lambda: len(self.control.sessions))
+        commands.operations.set_function(lambda: len(self.control.operations))
         self.link = OutboundLink(
             config.esl.listen,
             self.control,
             reply_timeout=config.esl.reply_timeout_ms / 1000,
             max_connections=config.esl.max_connections,
+            metrics=LinkMetrics(self.registry),
         )
         self.health = HealthServicer()
         limiter = None
@@ -76,7 +84,9 @@ class Gateway:
             groups = method_groups((b.service, b.method, b.group) for b in load_api().bindings)
             limiter = RateLimiter(config.grpc_rate_limit_per_s, groups)
         self.server = grpc.aio.server(
-            interceptors=[GatewayInterceptor(Authenticator(config.applications), limiter)]
+            interceptors=[
+                GatewayInterceptor(Authenticator(config.applications), limiter, RpcMetrics(self.registry))
+            ]
         )
         commands_pb2_grpc.add_SessionCommandsServicer_to_server(
             SessionCommandsServicer(self.control), self.server
@@ -93,7 +103,7 @@ class Gateway:
         )
         # Read now, so a bad certificate stops the start before anything binds.
         self._grpc_credentials = server_credentials(config.grpc_tls)
-        self.metrics = MetricsServer(self._collect_metrics)
+        self.metrics = MetricsServer(self.registry)
         self.metrics_address: Address | None = None
         self.grpc_address: Address | None = None
         self.esl_address: Address | None = None
@@ -137,13 +147,6 @@ class Gateway:
         self.webhooks.close()
         await self.metrics.stop()
         log.info("gateway stopped")
-
-    def _collect_metrics(self) -> dict[str, float]:
-        return {
-            "sessions_live": len(self.control.sessions),
-            "operations_retained": len(self.control.operations),
-            **self.webhooks.metrics(),
-        }
 
     async def __aenter__(self) -> Gateway:
         await self.start()

@@ -1,46 +1,23 @@
-"""A Prometheus text endpoint (``GET /metrics``) for the gateway's counters.
+"""``GET /metrics``: a registry's exposition, rendered by ``prometheus_client``.
 
-Samples come as one flat mapping of Prometheus-style names (histograms
-already split into ``_bucket{le=...}``/``_sum``/``_count``); this module only
-groups them into families and writes the text format. Loopback by default.
+An aiohttp route rather than prometheus_client's own server: it runs on the
+event loop, so collectors may read loop-owned state (the outbox, the session
+registry) without locks. The text or OpenMetrics format is chosen from the
+scraper's ``Accept`` header. Loopback by default (``metrics.listen``).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from callcontrol.config import Address
 
-Collector = Callable[[], Mapping[str, float]]
-_HISTOGRAM_PART = re.compile(r"_(bucket|sum|count)$")
-
-
-def _family(sample: str) -> tuple[str, str]:
-    name = sample.split("{", 1)[0]
-    base = _HISTOGRAM_PART.sub("", name)
-    if base != name:
-        return base, "histogram"
-    return name, "counter" if name.endswith("_total") else "gauge"
-
-
-def render(samples: Mapping[str, float]) -> str:
-    families: dict[str, tuple[str, list[str]]] = {}
-    for sample, value in samples.items():
-        base, kind = _family(sample)
-        families.setdefault(base, (kind, []))[1].append(f"callcontrol_{sample} {value:g}")
-    lines = []
-    for base, (kind, rows) in families.items():
-        lines.append(f"# TYPE callcontrol_{base} {kind}")
-        lines.extend(rows)
-    return "\n".join(lines) + "\n"
-
 
 class MetricsServer:
-    def __init__(self, collect: Collector) -> None:
-        self._collect = collect
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
         self._runner: web.AppRunner | None = None
 
     async def start(self, listen: Address) -> Address:
@@ -54,7 +31,8 @@ class MetricsServer:
         return Address(listen.host, port)
 
     async def _handle(self, request: web.Request) -> web.Response:
-        return web.Response(text=render(self._collect()), content_type="text/plain", charset="utf-8")
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self._registry), headers={"Content-Type": content_type})
 
     async def stop(self) -> None:
         if self._runner is not None:

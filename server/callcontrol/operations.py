@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from callcontrol.errors import FieldViolation, InvalidArgument, NotFound
+from callcontrol.logs import context_with
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class OperationStore:
                 [
                     FieldViolation(
                         "command_uid",
-                        f"already used for a {existing.command} command on this session",
+                        f"already used for {_with_article(existing.command)} command on this session",
                     )
                 ]
             )
@@ -127,6 +128,7 @@ class OperationStore:
             Status.TIMED_OUT,
             "timeout",
             f"no confirmation from FreeSWITCH within {timeout_ms} ms",
+            context=context_with(session_id=session_id, operation_id=op.operation_id),
         )
         self._entries[op.operation_id] = entry
         self._by_uid[key] = op.operation_id
@@ -194,3 +196,7 @@ class OperationStore:
             if entry.deadline is not None:
                 entry.deadline.cancel()
                 entry.deadline = None
+
+
+def _with_article(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"

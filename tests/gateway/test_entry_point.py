@@ -66,6 +66,6 @@ async def test_metrics_endpoint_counts_sessions_and_webhooks(
         assert response.status == 200
         text = await response.text()
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    assert lines["callcontrol_sessions_live"] == "1"
+    assert lines["callcontrol_sessions_live"] == "1.0"
     assert "callcontrol_webhook_attempts_total" in lines
     assert "# TYPE callcontrol_webhook_attempt_latency_seconds histogram" in text

@@ -85,6 +85,7 @@ def test_filters_run_in_the_order_the_202_and_health_need() -> None:
         "envoy.filters.http.health_check",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.grpc_json_transcoder",
+        "callcontrol.grpc_status",  # after the transcoder: sees the server's grpc-status
         "envoy.filters.http.router",
     ]
 

@@ -59,6 +59,20 @@ async def test_idempotency_key_finds_the_first_operation_and_rejects_another_com
         store.find("app", "s1", "k", "hangup")
 
 
+async def test_reusing_a_key_names_the_first_command_in_plain_english() -> None:
+    store, _ = _store()
+    _start(store, uid="a", command="answer")
+    _start(store, uid="h", command="hangup")
+    with pytest.raises(InvalidArgument) as answer_taken:
+        store.find("app", "s1", "a", "disconnect")
+    with pytest.raises(InvalidArgument) as hangup_taken:
+        store.find("app", "s1", "h", "answer")
+    assert (
+        answer_taken.value.violations[0].description == "already used for an answer command on this session"
+    )
+    assert hangup_taken.value.violations[0].description == "already used for a hangup command on this session"
+
+
 async def test_retention_bounds_finished_operations_and_their_keys() -> None:
     store, _ = _store(retention=10)
     ids = []

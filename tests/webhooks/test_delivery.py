@@ -480,7 +480,13 @@ async def test_metrics_count_attempts_outcomes_and_latency(receiver: Receiver) -
     async with running(service):
         service.emit(answered("a", s))
         service.emit(hangup("a", s))
-        await eventually(lambda: service.metrics()["webhook_queue_depth"] == 0)
+        # An attempt leaves the queue inside its task and stops being in flight in
+        # the task's done callback, a loop turn later: wait for both.
+        await eventually(
+            lambda: (
+                service.metrics()["webhook_queue_depth"] == 0 and service.metrics()["webhook_in_flight"] == 0
+            )
+        )
         metrics = service.metrics()
     assert metrics["webhook_events_stored_total"] == 2
     assert metrics["webhook_attempts_total"] == 3

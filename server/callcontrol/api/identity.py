@@ -5,9 +5,11 @@ from __future__ import annotations
 from contextvars import ContextVar
 
 from callcontrol.config import Application
+from callcontrol.logs import request_id
+
+__all__ = ["current_app", "request_id", "set_current_app"]
 
 _caller: ContextVar[Application] = ContextVar("callcontrol_caller")
-request_id: ContextVar[str] = ContextVar("callcontrol_request_id", default="-")
 
 
 def current_app() -> Application:

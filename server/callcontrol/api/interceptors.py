@@ -1,29 +1,36 @@
-"""The one interceptor every RPC passes: request id, authentication, error mapping.
+"""The one interceptor every RPC passes: request id, authentication, error mapping, metrics.
 
 Handlers are wrapped (not just pre-checked) so the caller's identity and the
 request id live in context variables for exactly the handler's run, and every
 ``GatewayError`` a handler raises becomes its gRPC status here and nowhere else.
+Transcoded REST requests pass here too, so the RPC metrics cover both.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from callcontrol.api.auth import Authenticator
 from callcontrol.api.identity import request_id, set_current_app
 from callcontrol.api.ratelimit import RateLimiter
 from callcontrol.api.status import to_status
 from callcontrol.errors import GatewayError
+from callcontrol.metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
 
 # Infrastructure services answer without application credentials.
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
@@ -31,9 +38,15 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter | None = None,
+        metrics: RpcMetrics | None = None,
+    ) -> None:
         self._auth = authenticator
         self._limiter = limiter
+        self._metrics = metrics or RpcMetrics(CollectorRegistry())
 
     async def intercept_service(
         self,
@@ -61,7 +74,10 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
 
     def _enter(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         md = _metadata(context)
-        request_id.set(md.get("x-request-id") or str(uuid.uuid4()))
+        # The caller's id is kept when it is a plain token (Envoy's, or a client's
+        # own); anything else is replaced, so no client text lands in every log line.
+        given = md.get("x-request-id", "")
+        request_id.set(given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4()))
         app = self._auth.authenticate(md.get("x-app-id"), md.get("x-api-key"))
         set_current_app(app)
         if self._limiter is not None:
@@ -74,14 +90,36 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         log.info("%s refused: %s (request %s)", method, exc.message, request_id.get())
         await context.abort_with_status(to_status(exc))
 
+    def _started(self, method: str, kind: str) -> float:
+        self._metrics.started(method, kind)
+        return time.perf_counter()
+
+    def _handled(
+        self,
+        method: str,
+        kind: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        outcome: BaseException | None,
+        started: float,
+    ) -> None:
+        self._metrics.handled(method, kind, _status_code(context, outcome), time.perf_counter() - started)
+
     def _wrap_unary(self, method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = self._started(method, "unary")
+            outcome: BaseException | None = None
             try:
                 self._enter(method, context)
                 return await inner(request, context)
             except GatewayError as exc:
+                outcome = exc
                 await self._fail(method, context, exc)
                 raise AssertionError("unreachable: abort raises") from exc
+            except BaseException as exc:
+                outcome = exc
+                raise
+            finally:
+                self._handled(method, "unary", context, outcome, started)
 
         return unary
 
@@ -89,11 +127,33 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, inner: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            started = self._started(method, "server_stream")
+            outcome: BaseException | None = None
             try:
                 self._enter(method, context)
                 async for item in inner(request, context):
                     yield item
             except GatewayError as exc:
+                outcome = exc
                 await self._fail(method, context, exc)
+            except BaseException as exc:
+                outcome = exc
+                raise
+            finally:
+                self._handled(method, "server_stream", context, outcome, started)
 
         return stream
+
+
+def _status_code(
+    context: grpc.aio.ServicerContext[Any, Any], outcome: BaseException | None
+) -> grpc.StatusCode:
+    """The status the RPC ended with, as the client sees it."""
+    if isinstance(outcome, GatewayError):
+        return to_status(outcome).code
+    if isinstance(outcome, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED  # the client went away
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.OK if outcome is None else grpc.StatusCode.UNKNOWN

@@ -42,6 +42,8 @@ from greenswitch.esl import OutboundSession, OutboundSessionHasGoneAway
 
 from callcontrol.config import Address
 from callcontrol.esl.frames import Event, Frame, FrameError, FrameParser, encode_command
+from callcontrol.logs import context_with
+from callcontrol.metrics import LinkMetrics
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +97,13 @@ class CallChannel:
             if not replied:
                 replied = True
                 timer.cancel()
+                if reply.frame is not None:
+                    self._link.metrics.reply_seconds.observe(loop.time() - started)
                 on_reply(reply)
 
         def expire() -> None:
             if not replied:
+                self._link.metrics.reply_timeouts.inc()
                 log.error(
                     "no reply from FreeSWITCH within %.1fs on %s; closing",
                     self._link.reply_timeout,
@@ -106,6 +111,7 @@ class CallChannel:
                 )
                 self.close()
 
+        started = loop.time()
         timer = loop.call_later(self._link.reply_timeout, expire)
         self._link.submit(self._session.write, frame, settle)
 
@@ -181,6 +187,7 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                     self._post(batch)
         except FrameError as exc:
             self._close_reason = f"protocol error: {exc}"
+            self._link.metrics.protocol_errors.inc()
             log.error("bad frame from FreeSWITCH: %s", exc)
         except OSError as exc:
             if self.connected:
@@ -200,6 +207,7 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
 
     def _route(self, frame: Frame, batch: list[tuple[str, Any]]) -> None:
         kind = frame.content_type
+        self._link.metrics.frame_received(kind)
         if kind in ("command/reply", "api/response"):
             if not self._pending:
                 log.warning("unsolicited %s from FreeSWITCH ignored", kind)
@@ -261,6 +269,7 @@ class OutboundLink:
         *,
         reply_timeout: float = 5.0,
         max_connections: int = 10000,
+        metrics: LinkMetrics | None = None,
     ) -> None:
         self._listen = listen
         self._handler = handler
@@ -273,6 +282,8 @@ class OutboundLink:
         self._stop: gevent.event.Event | None = None
         self._sessions: set[_Session] = set()
         self.address: Address | None = None
+        self.metrics = metrics or LinkMetrics()
+        self.metrics.count_connections(lambda: len(self._sessions))
 
     # -- lifecycle (asyncio side) --------------------------------------------
     @property
@@ -309,7 +320,8 @@ class OutboundLink:
 
     def post(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
         """gevent thread → loop, preserving order."""
-        self.loop.call_soon_threadsafe(self._deliver, channel, batch)
+        context = context_with(session_id=channel.unique_id)  # the session id for logs
+        self.loop.call_soon_threadsafe(self._deliver, channel, batch, context=context)
 
     def _deliver(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
         handler = self._handler

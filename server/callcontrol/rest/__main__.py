@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rate-limit", type=int, default=defaults.rate_limit_per_s, help="per app per second"
     )
     config.add_argument(
-        "--access-log", type=Path, default=None, help="JSON access log file (default: stdout)"
+        "--access-log", type=Path, default=None, help="JSON access log file (default: stderr)"
     )
     config.add_argument("--out", type=Path, default=Path(".run/envoy"), help="directory to write into")
     args = parser.parse_args(argv)

@@ -123,7 +123,42 @@ def _upstream_tls(tls: RestTlsConfig, host: str) -> dict[str, Any]:
     return _tls_socket("UpstreamTlsContext", {"common_tls_context": common, "sni": host})
 
 
-def _access_log(path: Path | None) -> list[dict[str, Any]]:
+# The gRPC server's own status, recorded for the access log. Envoy's
+# %GRPC_STATUS% cannot give it: the transcoder turns the status into an HTTP
+# code and drops grpc-status, and Envoy then guesses back from the HTTP code
+# (404 becomes UNIMPLEMENTED, 400 INTERNAL). This filter sits just before the
+# router, so on the way back it sees the server's response before the transcoder.
+_GRPC_STATUS_LUA = """
+function envoy_on_response(handle)
+  local status = handle:headers():get("grpc-status")
+  if status == nil then
+    for _ in handle:bodyChunks() do end  -- passes every chunk on as it comes
+    local trailers = handle:trailers()
+    if trailers ~= nil then status = trailers:get("grpc-status") end
+  end
+  if status ~= nil and tonumber(status) ~= nil then
+    handle:streamInfo():dynamicMetadata():set("callcontrol.grpc", "status", tonumber(status))
+  end
+end
+"""
+_GRPC_STATUS_FILTER = {
+    "name": "callcontrol.grpc_status",
+    "typed_config": {
+        "@type": _T + "envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": _GRPC_STATUS_LUA},
+    },
+}
+
+
+def _with_grpc_status_recorder(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``filters`` with the status recorder inserted right before the router (the last)."""
+    return [*filters[:-1], _GRPC_STATUS_FILTER, filters[-1]]
+
+
+def _access_log(target: str) -> list[dict[str, Any]]:
+    """Envoy's JSON access log to "stderr", "stdout", a file path, or nowhere ("off")."""
+    if target == "off":
+        return []
     # Never the API key; the app id and request id tie a line to the server's log.
     fields = {
         "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
@@ -133,7 +168,8 @@ def _access_log(path: Path | None) -> list[dict[str, Any]]:
         "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
         "route": "%ROUTE_NAME%",
         "status": "%RESPONSE_CODE%",
-        "grpc_status": "%GRPC_STATUS_NUMBER%",
+        # null when Envoy answered itself (no route, rate limit, upstream down).
+        "grpc_status": "%DYNAMIC_METADATA(callcontrol.grpc:status)%",
         "details": "%RESPONSE_CODE_DETAILS%",
         "flags": "%RESPONSE_FLAGS%",
         "duration_ms": "%DURATION%",
@@ -146,26 +182,15 @@ def _access_log(path: Path | None) -> list[dict[str, Any]]:
     log_format = {"json_format": fields}
     # Load-balancer probes of /healthz would drown the lines that matter.
     not_health: dict[str, Any] = {"not_health_check_filter": {}}
-    if path is None:
-        logger = {
-            "name": "envoy.access_loggers.stdout",
-            "filter": not_health,
-            "typed_config": {
-                "@type": _T + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-                "log_format": log_format,
-            },
-        }
+    stream = "envoy.extensions.access_loggers.stream.v3."
+    if target == "stdout":
+        name, typed = "envoy.access_loggers.stdout", {"@type": _T + stream + "StdoutAccessLog"}
+    elif target == "stderr":
+        name, typed = "envoy.access_loggers.stderr", {"@type": _T + stream + "StderrAccessLog"}
     else:
-        logger = {
-            "name": "envoy.access_loggers.file",
-            "filter": not_health,
-            "typed_config": {
-                "@type": _T + "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                "path": str(path),
-                "log_format": log_format,
-            },
-        }
-    return [logger]
+        name = "envoy.access_loggers.file"
+        typed = {"@type": _T + "envoy.extensions.access_loggers.file.v3.FileAccessLog", "path": target}
+    return [{"name": name, "filter": not_health, "typed_config": {**typed, "log_format": log_format}}]
 
 
 def _http_filters(api: ApiDescriptor, rest: RestConfig) -> list[dict[str, Any]]:
@@ -250,7 +275,11 @@ def _http_filters(api: ApiDescriptor, rest: RestConfig) -> list[dict[str, Any]]:
         },
         {
             "name": "envoy.filters.http.router",
-            "typed_config": {"@type": _T + "envoy.extensions.filters.http.router.v3.Router"},
+            # No x-envoy-upstream-service-time (or other x-envoy-*) in responses.
+            "typed_config": {
+                "@type": _T + "envoy.extensions.filters.http.router.v3.Router",
+                "suppress_envoy_headers": True,
+            },
         },
     ]
 
@@ -318,8 +347,8 @@ def render_envoy_config(
     (``rest.tls.upstream_*``). ``rest.tls.cert_file`` set: REST is served over TLS.
 
     ``openapi_file`` is served at ``/openapi.json`` (write it with
-    ``callcontrol.rest.openapi``); ``access_log_path`` ``None`` logs JSON lines to
-    Envoy's stdout. Raises ``ConfigError`` for an admin address off loopback.
+    ``callcontrol.rest.openapi``); ``access_log_path`` overrides ``rest.access_log``.
+    Raises ``ConfigError`` for an admin address off loopback.
     """
     if not _is_loopback(rest.admin.host):
         raise ConfigError(f"rest.admin: Envoy's admin must listen on loopback, got {rest.admin.host!r}")
@@ -348,7 +377,7 @@ def render_envoy_config(
             "idle_timeout": "300s",
             "headers_with_underscores_action": "DROP_HEADER",
         },
-        "access_log": _access_log(access_log_path),
+        "access_log": _access_log(str(access_log_path) if access_log_path else rest.access_log),
         "local_reply_config": local_reply_config(),
         "route_config": {
             "name": "rest",
@@ -358,7 +387,7 @@ def render_envoy_config(
                 {"name": "callcontrol", "domains": ["*"], "routes": build_routes(api, openapi_file)}
             ],
         },
-        "http_filters": _http_filters(api, rest),
+        "http_filters": _with_grpc_status_recorder(_http_filters(api, rest)),
     }
     bootstrap = {
         "node": {"id": "callcontrol-rest", "cluster": "callcontrol"},

@@ -128,8 +128,9 @@ async def validate_config(config: Path, envoy_binary: str | None = None) -> None
 class EnvoyProcess:
     """One Envoy serving REST for the gRPC server at ``grpc_address``.
 
-    ``access_log_path`` ``None`` sends the JSON access log to Envoy's stdout (this
-    process's stdout); Envoy's own log goes to ``run_dir/envoy.log``.
+    The JSON access log goes where ``rest.access_log`` says (``access_log_path``
+    overrides it): this process's stderr by default, apart from the banner on
+    stdout. Envoy's own log goes to ``run_dir/envoy.log``.
     """
 
     def __init__(
@@ -230,9 +231,12 @@ class EnvoyProcess:
             "--file-flush-interval-msec",
             "250",
         ]
+        # Envoy's stderr is kept in a file for error messages, unless the access
+        # log is to go there: then it is this process's stderr.
+        to_stderr = self._access_log_path is None and self._rest.access_log == "stderr"
         with open(self.run_dir / "envoy.stderr", "wb") as stderr:  # noqa: ASYNC230 - opening a file is instant
             self._proc = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.DEVNULL, stdout=None, stderr=stderr
+                *args, stdin=asyncio.subprocess.DEVNULL, stdout=None, stderr=None if to_stderr else stderr
             )
         log.info("envoy started (pid %s), run dir %s", self._proc.pid, self.run_dir)
         try:

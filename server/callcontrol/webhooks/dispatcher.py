@@ -121,12 +121,12 @@ class Lane:
         for delivery in due[:free]:
             task = asyncio.create_task(self._attempt(session, delivery), name=f"webhook-{delivery.event_id}")
             self._in_flight[delivery.seq] = task
-            self._shared.metrics.in_flight += 1
+            self._shared.metrics.in_flight.inc()
             task.add_done_callback(functools.partial(self._finished, delivery.seq))
 
     def _finished(self, seq: int, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(seq, None)
-        self._shared.metrics.in_flight -= 1
+        self._shared.metrics.in_flight.dec()
         if not task.cancelled() and (exc := task.exception()) is not None and self._failure is None:
             self._failure = exc
         self._wake.set()
@@ -202,16 +202,16 @@ class Lane:
 
     def _count(self, outcome: Outcome, latency_s: float) -> None:
         metrics = self._shared.metrics
-        metrics.attempts += 1
+        metrics.attempts.inc()
         metrics.attempt_latency.observe(latency_s)
         if outcome is not Outcome.DELIVERED:
-            metrics.attempts_failed += 1
+            metrics.attempts_failed.inc()
         if outcome is Outcome.DELIVERED:
-            metrics.deliveries_succeeded += 1
+            metrics.deliveries_succeeded.inc()
         elif outcome is Outcome.FAILED:
-            metrics.deliveries_failed += 1
+            metrics.deliveries_failed.inc()
         if outcome is not Outcome.RETRY:
-            metrics.queue_depth -= 1
+            metrics.queue_depth.dec()
 
 
 class Dispatcher:

@@ -490,6 +490,13 @@ class SqliteOutbox:
     def pending_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0])
 
+    def oldest_pending_since(self) -> float | None:
+        """When the oldest pending delivery's round began (its creation or redelivery)."""
+        row = self._db.execute(
+            "SELECT min(round_started_at) FROM deliveries WHERE status = 'pending'"
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
     def pending_apps(self) -> set[str]:
         rows = self._db.execute("SELECT DISTINCT app_id FROM deliveries WHERE status = 'pending'")
         return {row[0] for row in rows}

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 
 from callcontrol.config import ConfigError, GatewayConfig
 from callcontrol.events import LifecycleEvent
@@ -89,9 +90,11 @@ class WebhookService:
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._metrics = WebhookMetrics()
+        self._closed = False
         self._outbox = SqliteOutbox(hooks.outbox_path, durable_sync=durable_sync)
         self._recover_orphans()
-        self._metrics.queue_depth = self._outbox.pending_count()
+        self._metrics.queue_depth.set(self._outbox.pending_count())
+        self._metrics.track_oldest_pending(self._oldest_pending_age)
         self._dispatcher = Dispatcher(
             self._outbox,
             self._routes,
@@ -122,7 +125,7 @@ class WebhookService:
         """Commit the event to the outbox and wake its lane; raises OutboxError if it cannot."""
         started = time.perf_counter()
         if event.app_id not in self._routes:
-            self._metrics.events_skipped += 1
+            self._metrics.events_skipped.inc()
             log.debug("%s %s not stored: %s has no webhook_url", event.type, event.event_id, event.app_id)
             return
         stored = self._outbox.add(
@@ -136,8 +139,8 @@ class WebhookService:
             )
         )
         if stored:
-            self._metrics.events_stored += 1
-            self._metrics.queue_depth += 1
+            self._metrics.events_stored.inc()
+            self._metrics.queue_depth.inc()
             self._dispatcher.wake(event.app_id)
         self._metrics.emit_latency.observe(time.perf_counter() - started)
 
@@ -171,6 +174,7 @@ class WebhookService:
 
     def close(self) -> None:
         """Release the outbox file; call after ``shutdown``. Later emits fail."""
+        self._closed = True
         self._outbox.close()
 
     # -- retention ------------------------------------------------------
@@ -220,11 +224,22 @@ class WebhookService:
         except ValueError as exc:
             raise RedeliverRefused(str(exc)) from exc
         if record is not None:
-            self._metrics.redeliveries += 1
-            self._metrics.queue_depth += 1
+            self._metrics.redeliveries.inc()
+            self._metrics.queue_depth.inc()
             self._dispatcher.wake(app_id)
         return record
 
     def metrics(self) -> Mapping[str, float]:
         """A snapshot of the counters (see ``callcontrol.webhooks.metrics``)."""
         return self._metrics.snapshot()
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The Prometheus registry holding the webhook metrics."""
+        return self._metrics.registry
+
+    def _oldest_pending_age(self) -> float:
+        if self._closed:
+            return 0.0
+        since = self._outbox.oldest_pending_since()
+        return 0.0 if since is None else max(0.0, self._clock() - since)
