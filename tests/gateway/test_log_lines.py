@@ -121,7 +121,7 @@ def test_log_format_comes_from_the_file_the_environment_or_the_flag(tmp_path: Pa
         _parser().parse_args(["--log-format", "text"]), {"CALLCONTROL_LOG_FORMAT": "json"}
     )
     assert from_flag.log_format == "text"
-    with pytest.raises(ConfigError, match="log format"):
+    with pytest.raises(ConfigError, match="log-format"):
         build_config(_parser().parse_args(["--log-format", "xml"]), {})
     config.write_text('log_format = "yaml"\n')
     with pytest.raises(ConfigError, match="log_format"):
