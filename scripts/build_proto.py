@@ -132,8 +132,11 @@ def main() -> None:
     (PACKAGE / "__init__.py").write_text(
         '"""Generated from proto/callcontrol/v1 by scripts/build_proto.py."""\n'
     )
-    print(f"generated {len(sources)} proto files into {PACKAGE.relative_to(ROOT)}", file=sys.stderr)
-    print(f"proto bundle for other languages: {count} files in {BUNDLE.relative_to(ROOT)}", file=sys.stderr)
+    print(
+        f"generated {len(sources)} proto files into {PACKAGE.relative_to(ROOT)}"
+        f" and a bundle for other languages ({count} files) in {BUNDLE.relative_to(ROOT)}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":
