@@ -422,3 +422,26 @@ async def test_a_receivers_cookies_never_reach_another_application(receiver: Rec
         await receiver.wait_for_count(2)
     assert [r.payload["app_id"] for r in receiver.requests] == ["first", "second"]
     assert "cookie" not in receiver.requests[1].headers
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("http://no-such-host.invalid/hooks", id="unresolvable"),
+        pytest.param("http://127.0.0.1:9/hooks", id="refused"),
+    ],
+)
+async def test_a_receiver_that_cannot_be_reached_is_a_recorded_attempt(healthy: Receiver, url: str) -> None:
+    config = hook_config(
+        app("unreachable", url), app("healthy", healthy.url), max_attempts=2, request_timeout_s=1
+    )
+    service = WebhookService(config, retry=FAST_RETRY)
+    event = answered("unreachable", session_id())
+    async with running(service):
+        service.emit(event)
+        await _healthy_app_gets_everything(service, healthy)
+        await eventually(lambda: _status(service, "unreachable", event.event_id) is DeliveryStatus.FAILED)
+        record = service.get_delivery("unreachable", event.event_id)
+    assert record is not None
+    assert [a.status_code for a in record.attempts] == [None, None]
+    assert all(a.error and all(" " <= c <= "~" for c in a.error) for a in record.attempts)
