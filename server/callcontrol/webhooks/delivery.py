@@ -51,7 +51,8 @@ def default_session() -> aiohttp.ClientSession:
     few dead receivers starve every other application; the per-application
     limit bounds connections instead. No cookie jar: a receiver's cookies would
     otherwise ride along on another application's webhooks to the same host.
-    No decompression: a small compressed answer can expand to gigabytes.
+    No decompression: the body is never looked at, so inflating one (a
+    small compressed answer can stand for gigabytes) would be work for nothing.
     """
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),

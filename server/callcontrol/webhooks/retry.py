@@ -3,10 +3,10 @@
 Retried: no response (timeout, connection refused or reset) and the statuses
 that say "later": 429 and 5xx. A ``Retry-After`` (seconds or an HTTP date)
 on those is honoured as given; one that cannot be read (any bytes a receiver
-may send) is ignored, never an error, and the backoff applies. Anything else that is not 2xx (other 4xx, an
-unexpected 1xx or 3xx) means the receiver refused this body and sending it
-again will not help, so the delivery fails at once and waits for a person
-(see the Deliveries API's redeliver).
+may send) is ignored, never an error, and the backoff applies. Anything else
+that is not 2xx (other 4xx, an unexpected 1xx or 3xx) means the receiver
+refused this body and sending it again will not help, so the delivery fails
+at once and waits for a person (see the Deliveries API's redeliver).
 
 Between retries: exponential backoff with full jitter (a uniform delay in
 ``[0, min(max, base * 2**(n-1))]``), which spreads a recovering receiver's
