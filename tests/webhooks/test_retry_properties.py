@@ -151,5 +151,8 @@ def test_decide_never_raises_and_keeps_the_rules(
         assert math.isfinite(decision.next_attempt_at)
         assert now <= decision.next_attempt_at <= started + max_age_s + 1e-6 * max(1.0, started)
         assert attempts < max_attempts
+        asked = parse_retry_after(retry_after, now)
+        if asked is not None:  # the least wait the receiver asked for
+            assert decision.next_attempt_at >= now + asked
     else:
         assert decision.next_attempt_at is None

@@ -2,7 +2,7 @@
 
 Retried: no response (timeout, connection refused or reset) and the statuses
 that say "later": 429 and 5xx. A ``Retry-After`` (seconds or an HTTP date)
-on those is honoured as given; one that cannot be read (any bytes a receiver
+on those is honoured as the least wait; one that cannot be read (any bytes a receiver
 may send) is ignored, never an error, and the backoff applies. Anything else
 that is not 2xx (other 4xx, an unexpected 1xx or 3xx) means the receiver
 refused this body and sending it again will not help, so the delivery fails
@@ -127,9 +127,13 @@ def decide(
         return Decision(Outcome.FAILED, give_up_reason=f"HTTP {status_code} is not retried")
     if round_attempts >= max_attempts:
         return Decision(Outcome.FAILED, give_up_reason=f"gave up after {round_attempts} attempts")
-    wait = parse_retry_after(retry_after, now)
-    if wait is None:
-        wait = backoff_delay(policy, round_attempts, rng)
+    # Retry-After is the least the receiver asks us to wait (RFC 9110), not
+    # a licence to retry sooner than the backoff: "Retry-After: 0" on every
+    # answer would otherwise make a hot loop of attempts.
+    wait = backoff_delay(policy, round_attempts, rng)
+    asked = parse_retry_after(retry_after, now)
+    if asked is not None:
+        wait = max(wait, asked)
     next_at = now + wait
     if next_at - round_started_at > max_age_s:
         return Decision(
