@@ -89,6 +89,8 @@ class WebhookConfig:
     request_timeout_s: float = 5.0
     max_attempts: int = 12
     max_age_s: float = 24 * 3600.0
+    # Requests at once per application (each application is its own
+    # destination, even when two share a webhook_url).
     per_destination_concurrency: int = 4
 
 

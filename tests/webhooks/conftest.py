@@ -193,3 +193,70 @@ def command_result(app_id: str, session: str, **kw: Any) -> CommandResult:
         status=kw.pop("status", "succeeded"),
         **kw,
     )
+
+
+RawAnswer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+def raw(data: bytes) -> RawAnswer:
+    """Write ``data`` as the whole answer, then hang up."""
+
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    return answer
+
+
+@dataclass
+class RawReceiver:
+    """A TCP server on 127.0.0.1 that answers each request with bytes no HTTP library would send.
+
+    It reads the request head and its ``Content-Length`` body, then lets
+    ``answer`` write whatever it likes, then closes the connection.
+    """
+
+    answer: RawAnswer
+    requests: int = 0
+    _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/hooks"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._handlers):
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            self.requests += 1
+            await self.answer(writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the gateway gave up on us: that is the point of some answers
+        finally:
+            self._handlers.discard(task)
+            writer.close()

@@ -126,3 +126,40 @@ async def test_sigkill_mid_delivery_then_restart_delivers_everything(
     first_seen = list(dict.fromkeys(receiver.ids()))
     for session in event_ids(SESSIONS, PER_SESSION):
         assert [eid for eid in first_seen if eid in session] == session
+
+
+def _deliveries_in(outbox: Path) -> list[tuple[str, str, int]]:
+    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+    try:
+        return list(db.execute("SELECT event_id, status, attempts FROM deliveries ORDER BY seq"))
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+async def test_a_hostile_retry_after_is_recorded_and_sigterm_still_exits_cleanly(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Issue 7: this answer used to end delivery, exit 1 on SIGTERM, and come back first on the next start."""
+    outbox = tmp_path / "outbox.db"
+
+    async def unavailable_until_the_year_99999999999(_: Received) -> web.StreamResponse:
+        return web.Response(status=503, headers={"Retry-After": "Mon, 01 Jan 99999999999 00:00:00 GMT"})
+
+    receiver.behaviour = unavailable_until_the_year_99999999999
+    log = tmp_path / "worker.log"
+    worker = await _start_worker(outbox, receiver.url, log, "--emit", "--sessions", "1", "--per-session", "1")
+    try:
+        await receiver.wait_for_count(1, within=20)
+        # Given up at once (the receiver asked for a time past max_age_s) and recorded, so a
+        # restart does not send it first again.
+        await eventually(
+            lambda: [row[1:] for row in _deliveries_in(outbox)] == [("failed", 1)],
+            within=10,
+            what="the attempt recorded as failed",
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 10)
+    assert worker.returncode == 0, log.read_text()
+    assert len(receiver.requests) == 1

@@ -109,6 +109,16 @@ def test_retry_after_wins_over_backoff() -> None:
     assert decision.next_attempt_at == 142.0
 
 
+def test_a_retry_after_shorter_than_the_backoff_does_not_shorten_it() -> None:
+    backoff = _decide(503, attempts=6, max_attempts=20)
+    assert backoff.next_attempt_at is not None
+    assert backoff.next_attempt_at > 104.0  # the 6th failure's backoff (seed 1): 4.3 s
+    assert (
+        _decide(503, attempts=6, max_attempts=20, retry_after="0").next_attempt_at == backoff.next_attempt_at
+    )
+    assert _decide(503, attempts=6, max_attempts=20, retry_after="3000").next_attempt_at == 3100.0
+
+
 def test_gives_up_after_max_attempts() -> None:
     assert _decide(None, attempts=4, max_attempts=5).outcome is Outcome.RETRY
     decision = _decide(None, attempts=5, max_attempts=5)

@@ -1,10 +1,19 @@
-"""Moves due deliveries from the outbox to receivers, one lane per destination.
+"""Moves due deliveries from the outbox to receivers, one lane per application.
 
-A *lane* serves one webhook URL (the applications configured with it) with
-at most ``per_destination_concurrency`` attempts in flight, so a slow or dead
-receiver holds up only its own lane. Each lane sleeps on an ``asyncio.Event``
-that ``emit``, a finished attempt, or a redelivery sets, or until the
-earliest retry of its applications is due; it never polls for new work.
+A *lane* serves one application with at most ``per_destination_concurrency``
+attempts in flight, so a slow or dead receiver holds up only its own lane.
+Two applications configured with the same URL still get a lane each: the
+receiver may be slow for one tenant only, and the other must not wait for it.
+Each lane sleeps on an ``asyncio.Event`` that ``emit``, a finished attempt,
+or a redelivery sets, or until its earliest retry is due; it never polls for
+new work.
+
+Nothing that goes wrong in a lane leaves it. An attempt that raises (a bug,
+or a receiver doing something nobody foresaw) is logged with the application
+and event id and recorded as an attempt without an answer, so the retry
+budget (``max_attempts``, ``max_age_s``) still ends a poison event. When the
+outbox itself fails (recording, claiming), the lane logs it and backs off,
+then carries on; the other lanes never notice.
 
 Order within a session comes from the outbox: only a session's head is ever
 claimed, and the next event becomes head only when the previous one is
@@ -20,18 +29,21 @@ may have seen it: that is the at-least-once duplicate, with the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import math
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
-from callcontrol.webhooks.delivery import post_webhook
+from callcontrol.webhooks.delivery import AttemptResult, post_webhook
 from callcontrol.webhooks.metrics import WebhookMetrics
 from callcontrol.webhooks.outbox import AttemptRecord, DueDelivery, Outcome, SqliteOutbox
-from callcontrol.webhooks.retry import RetryPolicy, decide
+from callcontrol.webhooks.retry import Decision, RetryPolicy, decide
 from callcontrol.webhooks.signing import SigningKey, webhook_headers
 
 log = logging.getLogger(__name__)
@@ -65,39 +77,47 @@ class _Shared:
 
 
 class Lane:
-    """One destination URL: claims due heads of its applications and sends them."""
+    """One application: claims its due session heads and sends them."""
 
-    def __init__(self, url: str, routes: tuple[Route, ...], shared: _Shared) -> None:
-        self.url = url
-        self._routes = {route.app_id: route for route in routes}
+    def __init__(self, route: Route, shared: _Shared) -> None:
+        self.route = route
         self._shared = shared
         self._timeout = aiohttp.ClientTimeout(total=shared.settings.request_timeout_s)
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stopped = asyncio.Event()
         self._deadline = 0.0  # loop time by which attempts in flight must end
         self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._failure: BaseException | None = None
+        # Consecutive outbox failures, for the backoff: claiming, and recording attempts.
+        self._claim_errors = 0
+        self._record_errors = 0
 
     @property
-    def app_ids(self) -> tuple[str, ...]:
-        return tuple(self._routes)
+    def app_id(self) -> str:
+        return self.route.app_id
 
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self, deadline: float) -> None:
-        self._stopping = True
         self._deadline = deadline
+        self._stopped.set()
         self._wake.set()
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         try:
-            while not self._stopping:
+            while not self._stopped.is_set():
                 self._wake.clear()
-                if self._failure is not None:
-                    raise self._failure
-                self._claim(session)
-                await self._sleep()
+                try:
+                    self._claim(session)
+                    await self._sleep()
+                    self._claim_errors = 0
+                except Exception:
+                    self._claim_errors += 1
+                    delay = self._error_delay(self._claim_errors)
+                    log.exception(
+                        "webhook lane of %s: the outbox failed; again in %.2f s", self.app_id, delay
+                    )
+                    await self._pause(delay)
             if self._in_flight:
                 grace = self._deadline - asyncio.get_running_loop().time()
                 await asyncio.wait(list(self._in_flight.values()), timeout=max(0.0, grace))
@@ -108,58 +128,85 @@ class Lane:
             if leftover:
                 await asyncio.gather(*leftover, return_exceptions=True)
 
+    def _error_delay(self, errors: int) -> float:
+        """Backoff after the outbox failed ``errors`` times in a row (no jitter: one lane)."""
+        policy = self._shared.settings.policy
+        return min(policy.backoff_max_s, policy.backoff_base_s * math.ldexp(1.0, min(errors - 1, 62)))
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds; ``stop`` ends the wait, new work does not."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stopped.wait()
+
     def _claim(self, session: aiohttp.ClientSession) -> None:
         free = self._shared.settings.concurrency - len(self._in_flight)
         if free <= 0:
             return
-        now = self._shared.clock()
-        due: list[DueDelivery] = []
-        for app_id in self._routes:
-            due.extend(self._shared.outbox.due(app_id, now, free, self._in_flight.keys()))
-        if len(self._routes) > 1:
-            due.sort(key=lambda d: (d.next_attempt_at, d.seq))
-        for delivery in due[:free]:
+        due = self._shared.outbox.due(self.app_id, self._shared.clock(), free, self._in_flight.keys())
+        for delivery in due:
             task = asyncio.create_task(self._attempt(session, delivery), name=f"webhook-{delivery.event_id}")
             self._in_flight[delivery.seq] = task
             self._shared.metrics.in_flight.inc()
-            task.add_done_callback(functools.partial(self._finished, delivery.seq))
+            task.add_done_callback(functools.partial(self._finished, delivery.seq, delivery.event_id))
 
-    def _finished(self, seq: int, task: asyncio.Task[None]) -> None:
+    def _finished(self, seq: int, event_id: str, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(seq, None)
         self._shared.metrics.in_flight.dec()
-        if not task.cancelled() and (exc := task.exception()) is not None and self._failure is None:
-            self._failure = exc
+        # _attempt catches everything; this only guards against a bug there.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("webhook %s for %s: attempt task failed", event_id, self.app_id, exc_info=exc)
         self._wake.set()
 
     async def _sleep(self) -> None:
         """Until woken, or until the earliest retry that could be claimed is due."""
         if len(self._in_flight) < self._shared.settings.concurrency:
-            due_times = [
-                due
-                for app_id in self._routes
-                if (due := self._shared.outbox.next_due(app_id, self._in_flight.keys())) is not None
-            ]
-            if due_times:
-                delay = max(0.0, min(due_times) - self._shared.clock())
-                try:
+            due = self._shared.outbox.next_due(self.app_id, self._in_flight.keys())
+            if due is not None:
+                delay = max(0.0, due - self._shared.clock())
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
-                except TimeoutError:
-                    pass
                 return
         await self._wake.wait()
 
     async def _attempt(self, session: aiohttp.ClientSession, delivery: DueDelivery) -> None:
+        """Send once and record it; nothing raised here leaves the lane."""
+        started = self._shared.clock()
+        clock_start = time.perf_counter()
+        try:
+            headers = webhook_headers(delivery.event_id, int(started), delivery.body, self.route.keys)
+            result = await post_webhook(session, self.route.url, delivery.body, headers, self._timeout)
+        except Exception as exc:
+            log.exception("webhook %s for %s: the attempt raised", delivery.event_id, self.app_id)
+            result = AttemptResult(
+                None, f"internal error: {type(exc).__name__}", time.perf_counter() - clock_start
+            )
+        try:
+            decision = self._record(delivery, started, result)
+        except Exception:
+            # Not recorded, so it stays pending and is sent again (at least
+            # once). Holding its slot for the backoff keeps a broken outbox
+            # from turning into a hot loop of sends.
+            self._record_errors += 1
+            delay = self._error_delay(self._record_errors)
+            log.exception(
+                "webhook %s for %s: the attempt could not be recorded; again in %.2f s",
+                delivery.event_id,
+                self.app_id,
+                delay,
+            )
+            await self._pause(delay)
+            return
+        self._record_errors = 0
+        self._log(delivery, result, decision)
+
+    def _record(self, delivery: DueDelivery, started: float, result: AttemptResult) -> Decision:
         shared, settings = self._shared, self._shared.settings
-        route = self._routes[delivery.app_id]
-        started = shared.clock()
-        headers = webhook_headers(delivery.event_id, int(started), delivery.body, route.keys)
-        result = await post_webhook(session, route.url, delivery.body, headers, self._timeout)
-        round_attempts = delivery.round_attempts + 1
         decision = decide(
             status_code=result.status_code,
             retry_after=result.retry_after,
-            round_attempts=round_attempts,
+            round_attempts=delivery.round_attempts + 1,
             round_started_at=delivery.round_started_at,
             now=shared.clock(),
             max_attempts=settings.max_attempts,
@@ -167,38 +214,39 @@ class Lane:
             policy=settings.policy,
             rng=shared.rng,
         )
-        error = result.error or (
-            "" if decision.outcome is Outcome.DELIVERED else f"HTTP {result.status_code}"
-        )
-        last_error = "; ".join(part for part in (error, decision.give_up_reason) if part)
         shared.outbox.record_attempt(
             delivery.seq,
             AttemptRecord(
                 attempt=delivery.attempts + 1,
                 started_at=started,
-                url=route.url,
+                url=self.route.url,
                 status_code=result.status_code,
                 error=result.error,
                 latency_ms=result.latency_s * 1000.0,
                 outcome=decision.outcome,
             ),
             next_attempt_at=decision.next_attempt_at,
-            last_error=last_error,
+            last_error=_last_error(result, decision),
         )
         self._count(decision.outcome, result.latency_s)
+        return decision
+
+    def _log(self, delivery: DueDelivery, result: AttemptResult, decision: Decision) -> None:
         if decision.outcome is Outcome.RETRY:
             log.info(
                 "webhook %s for %s: %s, retry %d in %.1f s",
                 delivery.event_id,
-                delivery.app_id,
-                error,
-                round_attempts,
-                (decision.next_attempt_at or 0.0) - shared.clock(),
+                self.app_id,
+                _error(result, decision),
+                delivery.round_attempts + 1,
+                (decision.next_attempt_at or 0.0) - self._shared.clock(),
             )
         elif decision.outcome is Outcome.FAILED:
-            log.warning("webhook %s for %s failed: %s", delivery.event_id, delivery.app_id, last_error)
+            log.warning(
+                "webhook %s for %s failed: %s", delivery.event_id, self.app_id, _last_error(result, decision)
+            )
         else:
-            log.debug("webhook %s for %s delivered", delivery.event_id, delivery.app_id)
+            log.debug("webhook %s for %s delivered", delivery.event_id, self.app_id)
 
     def _count(self, outcome: Outcome, latency_s: float) -> None:
         metrics = self._shared.metrics
@@ -212,6 +260,16 @@ class Lane:
             metrics.deliveries_failed.inc()
         if outcome is not Outcome.RETRY:
             metrics.queue_depth.dec()
+
+
+def _error(result: AttemptResult, decision: Decision) -> str:
+    if result.error or decision.outcome is Outcome.DELIVERED:
+        return result.error
+    return f"HTTP {result.status_code}"
+
+
+def _last_error(result: AttemptResult, decision: Decision) -> str:
+    return "; ".join(part for part in (_error(result, decision), decision.give_up_reason) if part)
 
 
 class Dispatcher:
@@ -228,11 +286,8 @@ class Dispatcher:
         rng: random.Random,
     ) -> None:
         shared = _Shared(outbox, settings, metrics, clock, rng)
-        by_url: dict[str, list[Route]] = {}
-        for route in routes.values():
-            by_url.setdefault(route.url, []).append(route)
-        self._lanes = tuple(Lane(url, tuple(group), shared) for url, group in by_url.items())
-        self._lane_of = {app_id: lane for lane in self._lanes for app_id in lane.app_ids}
+        self._lanes = tuple(Lane(route, shared) for route in routes.values())
+        self._lane_of = {lane.app_id: lane for lane in self._lanes}
 
     def wake(self, app_id: str) -> None:
         lane = self._lane_of.get(app_id)
@@ -247,4 +302,4 @@ class Dispatcher:
     async def run(self, session: aiohttp.ClientSession) -> None:
         async with asyncio.TaskGroup() as group:
             for lane in self._lanes:
-                group.create_task(lane.run(session), name=f"webhook-lane-{lane.url}")
+                group.create_task(lane.run(session), name=f"webhook-lane-{lane.app_id}")

@@ -181,7 +181,13 @@ class WebhookService:
 
     async def _prune_periodically(self) -> None:
         while not self._stopped.is_set():
-            await self.prune()
+            try:
+                await self.prune()
+            except Exception:
+                # Pruning is housekeeping: failing it must not stop delivery.
+                log.exception(
+                    "pruning finished webhook deliveries failed; again in %g s", self._retry.prune_interval_s
+                )
             try:
                 async with asyncio.timeout(self._retry.prune_interval_s):
                     await self._stopped.wait()
