@@ -66,6 +66,9 @@ class EslConfig:
     reply_timeout_ms: int = 5000
     # Most concurrent outbound sockets accepted.
     max_connections: int = 10000
+    # After a linger notice that came before CHANNEL_HANGUP_COMPLETE, how long to
+    # wait for it before releasing the call (FreeSWITCH keeps the channel meanwhile).
+    linger_wait_ms: int = 1500
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +211,9 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
             ),
             max_connections=int(
                 _number(esl, "max_connections", "esl.max_connections", cfg.esl.max_connections, 1)
+            ),
+            linger_wait_ms=int(
+                _number(esl, "linger_wait_ms", "esl.linger_wait_ms", cfg.esl.linger_wait_ms, 0)
             ),
         ),
         operations=OperationsConfig(
