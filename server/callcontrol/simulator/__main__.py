@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from callcontrol.simulator.call import SimulatedCall
+from callcontrol.simulator.call import HANGUP_ORDERS, HangupOrder, SimulatedCall
 from callcontrol.simulator.switch import FreeSwitchSimulator
 
 log = logging.getLogger("callcontrol.simulator")
@@ -36,8 +36,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--destination", default="8084", help="destination number")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds before the caller hangs up")
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between calls")
+    parser.add_argument(
+        "--hangup-order",
+        choices=[*HANGUP_ORDERS, "mixed"],
+        default=None,
+        help="what follows CHANNEL_HANGUP (default: FreeSWITCH's usual); 'mixed' takes each in turn",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def _order(choice: str | None, n: int) -> HangupOrder | None:
+    if choice == "mixed":
+        orders: list[HangupOrder] = list(HANGUP_ORDERS)
+        return orders[n % len(orders)]
+    return next((order for order in HANGUP_ORDERS if order == choice), None)
 
 
 def _caller(first: str, n: int) -> str:
@@ -66,6 +79,7 @@ async def run(args: argparse.Namespace) -> int:
                 app_id=args.app_id or None,
                 caller_number=_caller(args.caller, n),
                 destination_number=args.destination,
+                hangup_order=_order(args.hangup_order, n),
             )
             followers.append(asyncio.create_task(_follow(call, args.hold, simulator.dialplan_playback)))
             if args.interval:

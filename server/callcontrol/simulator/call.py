@@ -384,7 +384,12 @@ class SimulatedCall:
             self._linger_timer = None
         if self.state in ("ringing", "answered"):
             self._return_to_dialplan()
-        elif self.state == "hangup" and self._teardown is None:
+        elif self._teardown is not None:
+            # The client left after an early notice: the teardown goes on, unseen.
+            self._teardown.cancel()
+            self._teardown = None
+            self._finish_teardown()
+        elif self.state == "hangup":
             self._enter("destroyed")
 
     def _received(self, command: Command) -> None:
