@@ -76,6 +76,7 @@ async def test_notice_first_and_an_exit_at_once_never_shows_the_complete_event(
     assert (await side.command("exit")).reply_text == "+OK bye"
     assert (await side.frame()).headers["Content-Disposition"] == "disconnect"
     await side.eof()  # no CHANNEL_HANGUP_COMPLETE, no more events
+    assert call.sent[-3:] == ["CHANNEL_HANGUP", "linger", "disconnect"]
     await call.wait_state("destroyed", timeout=5)
     assert call.hangup_cause == "USER_BUSY"
     assert not call.returned_to_dialplan.is_set()

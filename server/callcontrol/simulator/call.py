@@ -142,6 +142,9 @@ class SimulatedCall:
         self.teardown_delay = teardown_delay
         self.app_id = app_id
         self.commands: list[Command] = []
+        #: What reached the socket after the connect reply, in order: event names and
+        #: the notices ("linger", "disconnect"); replies are not listed.
+        self.sent: list[str] = []
         self.state: CallState = "ringing"
         self.hangup_cause: str | None = None
         self.socket_error: OSError | None = None
@@ -283,7 +286,7 @@ class SimulatedCall:
             self._teardown = None
             self._finish_teardown()
         if self._socket_open:
-            self._send(encode_disconnect_notice(self.uuid, "disconnect", None, SHUTTING_DOWN))
+            self._send_disconnect(SHUTTING_DOWN)
             self._close_socket()
         if self.state in _ALIVE:
             self._hangup("SYSTEM_SHUTDOWN", initiator="shutdown")
@@ -333,8 +336,11 @@ class SimulatedCall:
 
     # -- the socket ------------------------------------------------------------------------------
 
+    def _writable(self) -> bool:
+        return self._writer is not None and self._socket_open and not self._writer.is_closing()
+
     def _send(self, data: bytes) -> None:
-        if self._writer is not None and self._socket_open and not self._writer.is_closing():
+        if self._writer is not None and self._writable():
             self._writer.write(data)
 
     def _reply(self, text: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
@@ -483,7 +489,7 @@ class SimulatedCall:
 
     def _exit(self) -> None:
         self._reply("+OK bye")
-        self._send(encode_disconnect_notice(self.uuid, "disconnect", None, GOODBYE))
+        self._send_disconnect(GOODBYE)
         self._close_socket()
         self._socket_ended()
 
@@ -554,6 +560,8 @@ class SimulatedCall:
             leading=leading,
             extra=extra,
         )
+        if self._writable():
+            self.sent.append(name)
         self._send(encode_event_plain(headers))
 
     async def _run_messages(self) -> None:
@@ -721,7 +729,7 @@ class SimulatedCall:
         if self._linger is not None:
             self._send_linger_notice()
         else:
-            self._send(encode_disconnect_notice(self.uuid, "disconnect", None, GOODBYE))
+            self._send_disconnect(GOODBYE)
             self._close_socket()
 
     def _after_teardown(self) -> None:
@@ -733,15 +741,22 @@ class SimulatedCall:
             self._enter("destroyed")
 
     def _send_linger_notice(self) -> None:
+        if self._writable():
+            self.sent.append("linger")
         self._send(
             encode_disconnect_notice(self.uuid, "linger", self._linger, channel_name=self._channel.name)
         )
+
+    def _send_disconnect(self, body: bytes) -> None:
+        if self._writable():
+            self.sent.append("disconnect")
+        self._send(encode_disconnect_notice(self.uuid, "disconnect", None, body))
 
     def _linger_expired(self) -> None:
         self._linger_timer = None
         if self._socket_open:
             log.info("call %s: linger timeout, closing socket", self.uuid)
-            self._send(encode_disconnect_notice(self.uuid, "disconnect", None, GOODBYE))
+            self._send_disconnect(GOODBYE)
             self._close_socket()
         if self.state == "hangup":
             self._enter("destroyed")
