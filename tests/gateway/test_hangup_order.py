@@ -244,3 +244,26 @@ async def test_stopping_the_gateway_while_it_waits_reports_the_cause_it_has(
     await live.wait_closed()
     assert live.returned_to_dialplan.is_set()  # a live call is handed back, not hung up
     assert not lingering.returned_to_dialplan.is_set()
+
+
+async def test_a_call_that_hangs_up_while_its_disconnect_is_unanswered_is_reported_hung_up(
+    simulator: FreeSwitchSimulator, stubs: Stubs, events: Subscription, receiver: Receiver
+) -> None:
+    # The exit is sent but FreeSWITCH hangs the call up first: its CHANNEL_HANGUP and
+    # the close come instead of `+OK bye`. The call did not go back to the dialplan.
+    call = await _placed(simulator, events, hangup_order="close_after_hangup", unanswered={"exit"})
+    disconnect = await stubs.commands.Disconnect(
+        commands_pb2.DisconnectRequest(session_id=call.uuid), metadata=DEMO_AUTH
+    )
+    await call.wait_for_command(lambda c: c.verb == "exit")
+
+    await call.caller_hangup("NORMAL_CLEARING")
+
+    result = await next_event(events, CommandResult, call.uuid)
+    assert (result.operation_id, result.status, result.reason) == (
+        disconnect.operation_id,
+        "failed",
+        "connection_lost",
+    )
+    data = await _hangup_webhook(receiver, call.uuid)
+    assert data == {"cause": "NORMAL_CLEARING", "q850_code": 16, "sip_code": 487, "reason": None}
