@@ -22,6 +22,7 @@ from tests.unit.test_simulator_outbound import (
     SHUTDOWN,
     RawGateway,
     answer,
+    captured_sip_events,
     connected,
     hangup,
     raw_gateway,
@@ -160,3 +161,33 @@ async def test_cli_mixes_the_orders(raw_gateway: RawGateway) -> None:
             endings.append(b"")
     assert sorted(endings) == sorted([GOODBYE, GOODBYE, b""])
     assert await asyncio.wait_for(runner, 10) == 0
+
+
+CAUSE_VARIABLES = (
+    "variable_sip_term_status",
+    "variable_proto_specific_hangup_cause",
+    "variable_sip_term_cause",
+    "variable_sip_hangup_disposition",
+    "variable_hangup_cause",
+    "variable_hangup_cause_q850",
+)
+
+
+async def test_each_hangup_event_carries_the_cause_headers_of_the_captured_sip_call(
+    sim: FreeSwitchSimulator, raw_gateway: RawGateway
+) -> None:
+    # What the gateway can learn from each event depends on these (capture 05: sipp's BYE).
+    captured = captured_sip_events()
+    call, side = await connected(sim, raw_gateway)
+    await side.handshake()
+    side.send(answer("a-1"))
+    await side.frame()
+    ours = await side.events(3)
+    await call.caller_hangup()
+    seen: dict[str, int] = {}
+    for event in ours + await side.events(6):
+        index = seen.get(event.name, 0)
+        seen[event.name] = index + 1
+        real = captured[event.name][index]
+        got = {name: event.get(name) for name in ("Hangup-Cause", *CAUSE_VARIABLES)}
+        assert got == {name: real.get(name) for name in got}, event.name

@@ -659,13 +659,15 @@ class SimulatedCall:
             channel.set_variable("sip_term_status", status)
             channel.set_variable("proto_specific_hangup_cause", f"sip:{status}")
             channel.set_variable("sip_term_cause", str(q850_code(code)))
-            channel.set_variable("sip_hangup_disposition", "recv_bye" if answered else "recv_cancel")
-        else:
-            channel.set_variable("sip_hangup_disposition", "send_bye" if answered else "send_refuse")
         socket_app_running = self._socket_open
         if socket_app_running:
             self._enter("hangup")
         self._emit("CHANNEL_HANGUP")
+        # Set once the BYE/CANCEL is handled: not yet on CHANNEL_HANGUP (capture 05).
+        if initiator == "caller":
+            channel.set_variable("sip_hangup_disposition", "recv_bye" if answered else "recv_cancel")
+        else:
+            channel.set_variable("sip_hangup_disposition", "send_bye" if answered else "send_refuse")
         if completing is not None:
             self._emit("CHANNEL_EXECUTE_COMPLETE", extra=completing)
         usual: HangupOrder = (
