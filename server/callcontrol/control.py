@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -47,9 +48,12 @@ from callcontrol.validation import DEFAULT_CAUSE
 
 log = logging.getLogger(__name__)
 
+_CAUSE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_CODE = re.compile(r"[0-9]{1,9}")
+
 
 @dataclass(frozen=True, slots=True)
-class _Cause:
+class HangupCause:
     """Why FreeSWITCH says the call ended, as far as its events told us."""
 
     name: str
@@ -57,9 +61,10 @@ class _Cause:
     sip_code: int | None
 
     @classmethod
-    def of(cls, event: Event) -> _Cause | None:
-        name = event.get("Hangup-Cause", "")
-        if not name:
+    def of(cls, event: Event) -> HangupCause | None:
+        name = event.get("Hangup-Cause") or ""
+        if not _CAUSE_NAME.fullmatch(name):
+            # Peer text goes to webhooks only in the shape FreeSWITCH's names have.
             return None
         # CHANNEL_HANGUP has no hangup_cause_q850 yet: FreeSWITCH derives it
         # from the cause the same way (switch_channel_cause_q850).
@@ -89,7 +94,7 @@ class _Call:
         self.answer_ops: set[str] = set()  # in-progress answer operation ids (= Event-UUIDs)
         self.hangup_reported = False
         self.exiting = False
-        self.cause: _Cause | None = None  # from CHANNEL_HANGUP until the complete event
+        self.cause: HangupCause | None = None  # from CHANNEL_HANGUP until the complete event
         self.lingering = False  # FreeSWITCH sent the linger notice: the call is over
         self.linger_timer: asyncio.TimerHandle | None = None  # waiting for HANGUP_COMPLETE
 
@@ -258,11 +263,11 @@ class CallControl:
         elif name == "CHANNEL_HANGUP":
             if call.session.state in (SessionState.RINGING, SessionState.ANSWERED):
                 call.session.state = SessionState.HANGUP
-            call.cause = _Cause.of(event) or call.cause
+            call.cause = HangupCause.of(event) or call.cause
             cause = call.cause.name if call.cause is not None else "UNKNOWN"
             self._fail_answers(call, "call_hangup", f"the call hung up ({cause}) before answer completed")
         elif name == "CHANNEL_HANGUP_COMPLETE":
-            call.cause = _Cause.of(event) or call.cause
+            call.cause = HangupCause.of(event) or call.cause
             self._report_hangup(call)
             if call.linger_timer is not None:
                 # The linger notice came first; now everything is read.
@@ -405,6 +410,7 @@ class CallControl:
 
 
 def _int_or_none(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
+    # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+    if value is None or not _CODE.fullmatch(value.strip()):
         return None
     return int(value)
