@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from callcontrol.config import ConfigError, GatewayConfig, from_mapping
 from callcontrol.control import HangupCause
 from callcontrol.esl.frames import Event, FrameParser, Headers
 from tests.transcripts import load
@@ -58,3 +59,12 @@ def test_odd_values_never_make_up_a_cause_or_a_code(
 ) -> None:
     cause = HangupCause.of(Event(Headers([("Event-Name", "CHANNEL_HANGUP"), *headers.items()])))
     assert (None if cause is None else (cause.name, cause.q850_code, cause.sip_code)) == expected
+
+
+def test_the_linger_wait_is_a_setting_of_its_own() -> None:
+    assert GatewayConfig().esl.linger_wait_ms == 1500
+    assert from_mapping({"esl": {"linger_wait_ms": 250}}).esl.linger_wait_ms == 250
+    assert from_mapping({"esl": {"linger_wait_ms": 0}}).esl.linger_wait_ms == 0  # exit at once
+    for bad in (-1, "1000", True):
+        with pytest.raises(ConfigError, match=r"esl\.linger_wait_ms"):
+            from_mapping({"esl": {"linger_wait_ms": bad}})
