@@ -302,6 +302,7 @@ class CallControl:
         # The notice overtook CHANNEL_HANGUP_COMPLETE (it does under load and
         # on shutdown). With plain linger FreeSWITCH keeps the channel until we
         # leave, so waiting a bounded time for the rest costs nothing.
+        log.debug("call %s: linger notice before CHANNEL_HANGUP_COMPLETE; waiting", channel.unique_id)
         call.linger_timer = asyncio.get_running_loop().call_later(
             self._linger_wait, self._linger_wait_over, call
         )
