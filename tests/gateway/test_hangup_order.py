@@ -211,17 +211,18 @@ async def test_freeswitch_shutdown_with_notices_before_and_after_the_complete_ev
 
     # FreeSWITCH closes the sockets left ~10 s later; the gateway has let them go by then.
     shutdown = asyncio.create_task(simulator.shutdown_switch(grace=30))
-
-    for call in early + late:
-        data = await _hangup_webhook(receiver, call.uuid)
-        assert data == {"cause": "SYSTEM_SHUTDOWN", "q850_code": 16, "sip_code": None, "reason": None}
-        await call.wait_closed()
-        assert "CHANNEL_HANGUP_COMPLETE" in call.sent
-        assert call.commands[-1].line == "exit"  # released by the gateway, before the switch's close
-    for call in early:
-        assert call.sent.index("linger") < call.sent.index("CHANNEL_HANGUP_COMPLETE")
-    assert len(gateway.control.sessions) == 0
-    shutdown.cancel()
+    try:
+        for call in early + late:
+            data = await _hangup_webhook(receiver, call.uuid)
+            assert data == {"cause": "SYSTEM_SHUTDOWN", "q850_code": 16, "sip_code": None, "reason": None}
+            await call.wait_closed()
+            assert "CHANNEL_HANGUP_COMPLETE" in call.sent
+            assert call.commands[-1].line == "exit"  # released by the gateway, before the switch's close
+        for call in early:
+            assert call.sent.index("linger") < call.sent.index("CHANNEL_HANGUP_COMPLETE")
+        assert len(gateway.control.sessions) == 0
+    finally:
+        shutdown.cancel()
 
 
 async def test_stopping_the_gateway_while_it_waits_reports_the_cause_it_has(
