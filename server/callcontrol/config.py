@@ -72,6 +72,9 @@ class EslConfig:
     reply_timeout_ms: int = 5000
     # Most concurrent outbound sockets accepted.
     max_connections: int = 10000
+    # After a linger notice that came before CHANNEL_HANGUP_COMPLETE, how long to
+    # wait for it before releasing the call (FreeSWITCH keeps the channel meanwhile).
+    linger_wait_ms: int = 1500
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,20 +10,40 @@ Mapping (DESIGN.md):
               CHANNEL_EXECUTE_COMPLETE whose Application-UUID is that id.
 * hangup      sendmsg call-command hangup + hangup-cause; succeeds on +OK.
 * disconnect  exit; succeeds on +OK; the call returns to the dialplan.
+
+Hangup order: FreeSWITCH's cause comes in CHANNEL_HANGUP and again, complete,
+in CHANNEL_HANGUP_COMPLETE. The linger notice usually follows the latter, but
+under load and during a FreeSWITCH shutdown it can come before it; answering
+it with ``exit`` at once would lose CHANNEL_HANGUP_COMPLETE (FreeSWITCH closes
+after ``+OK bye``). So after an early notice the gateway waits, at most
+``esl.linger_wait_ms``, and whatever ends a call (the complete event, the
+wait running out, a close) reports the best cause read so far.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
+from callcontrol.causes import Q850_CAUSES, q850_code
 from callcontrol.config import GatewayConfig
 from callcontrol.errors import Unavailable
 from callcontrol.esl.frames import Event, Frame, encode_command, encode_sendmsg
 from callcontrol.esl.link import CallChannel, Reply
-from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, EventStream
+from callcontrol.events import (
+    CAUSE_NOT_GIVEN,
+    CONNECTION_LOST,
+    CallAnswered,
+    CallHangup,
+    CallInitiated,
+    CommandResult,
+    EventStream,
+)
 from callcontrol.metrics import CommandMetrics
 from callcontrol.operations import Operation, OperationStore, Status
 from callcontrol.sessions import Session, SessionRegistry, SessionState
@@ -31,11 +51,45 @@ from callcontrol.validation import DEFAULT_CAUSE
 
 log = logging.getLogger(__name__)
 
+_CAUSE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_CODE = re.compile(r"[0-9]{1,9}")
+
+
+@dataclass(frozen=True, slots=True)
+class HangupCause:
+    """Why FreeSWITCH says the call ended, as far as its events told us."""
+
+    name: str
+    q850_code: int | None
+    sip_code: int | None
+
+    @classmethod
+    def of(cls, event: Event) -> HangupCause | None:
+        name = event.get("Hangup-Cause") or ""
+        if not _CAUSE_NAME.fullmatch(name):
+            # Peer text goes to webhooks only in the shape FreeSWITCH's names have.
+            return None
+        # CHANNEL_HANGUP has no hangup_cause_q850 yet: FreeSWITCH derives it
+        # from the cause the same way (switch_channel_cause_q850).
+        code = _int_or_none(event.get("variable_hangup_cause_q850"))
+        if code is None and name in Q850_CAUSES:
+            code = q850_code(Q850_CAUSES[name])
+        return cls(name, code, _int_or_none(event.get("variable_sip_term_status")))
+
 
 class _Call:
     """What the controller keeps per live socket."""
 
-    __slots__ = ("answer_ops", "channel", "exiting", "hangup_reported", "session")
+    __slots__ = (
+        "answer_ops",
+        "cause",
+        "channel",
+        "exiting",
+        "hangup_reported",
+        "linger_timer",
+        "lingering",
+        "session",
+    )
 
     def __init__(self, channel: CallChannel, session: Session) -> None:
         self.channel = channel
@@ -43,6 +97,9 @@ class _Call:
         self.answer_ops: set[str] = set()  # in-progress answer operation ids (= Event-UUIDs)
         self.hangup_reported = False
         self.exiting = False
+        self.cause: HangupCause | None = None  # from CHANNEL_HANGUP until the complete event
+        self.lingering = False  # FreeSWITCH sent the linger notice: the call is over
+        self.linger_timer: asyncio.TimerHandle | None = None  # waiting for HANGUP_COMPLETE
 
 
 class CallControl:
@@ -61,6 +118,7 @@ class CallControl:
         self._calls: dict[str, _Call] = {}
         self._stopping = False
         self._timeout_ms = config.operations.timeout_ms
+        self._linger_wait = config.esl.linger_wait_ms / 1000
 
     # -- commands (from the API) ---------------------------------------------
     def answer(self, app_id: str, session_id: str, command_uid: str) -> Operation:
@@ -212,10 +270,15 @@ class CallControl:
         elif name == "CHANNEL_HANGUP":
             if call.session.state in (SessionState.RINGING, SessionState.ANSWERED):
                 call.session.state = SessionState.HANGUP
-            cause = event.get("Hangup-Cause", "") or "UNKNOWN"
+            call.cause = HangupCause.of(event) or call.cause
+            cause = call.cause.name if call.cause is not None else "UNKNOWN"
             self._fail_answers(call, "call_hangup", f"the call hung up ({cause}) before answer completed")
         elif name == "CHANNEL_HANGUP_COMPLETE":
-            self._report_hangup(call, event)
+            call.cause = HangupCause.of(event) or call.cause
+            self._report_hangup(call)
+            if call.linger_timer is not None:
+                # The linger notice came first; now everything is read.
+                self._release(call)
 
     def _execute_complete(self, call: _Call, event: Event) -> None:
         op_id = event.get("Application-UUID", "")
@@ -236,16 +299,58 @@ class CallControl:
 
     def call_notice(self, channel: CallChannel, notice: Frame) -> None:
         call = self._calls.get(channel.unique_id)
-        if call is None:
+        if call is None or notice.headers.get("Content-Disposition") != "linger":
+            # A disconnect notice needs nothing: the close follows it.
             return
-        if notice.headers.get("Content-Disposition") == "linger" and not call.exiting:
-            # The call is over and FreeSWITCH waits for us: release it.
+        call.lingering = True
+        if call.exiting or call.linger_timer is not None:
+            return
+        if call.hangup_reported:
+            self._release(call)
+            return
+        # The notice overtook CHANNEL_HANGUP_COMPLETE (it does under load and
+        # on shutdown). With plain linger FreeSWITCH keeps the channel until we
+        # leave, so waiting a bounded time for the rest costs nothing.
+        log.debug("call %s: linger notice before CHANNEL_HANGUP_COMPLETE; waiting", channel.unique_id)
+        call.linger_timer = asyncio.get_running_loop().call_later(
+            self._linger_wait, self._linger_wait_over, call
+        )
+
+    def _linger_wait_over(self, call: _Call) -> None:
+        call.linger_timer = None
+        if self._calls.get(call.session.session_id) is not call or call.exiting:
+            return
+        log.warning(
+            "call %s: no CHANNEL_HANGUP_COMPLETE within %d ms of the linger notice; releasing it",
+            call.session.session_id,
+            self._config.esl.linger_wait_ms,
+        )
+        # Reported when the socket closes, so a complete event that still
+        # comes before FreeSWITCH's `+OK bye` is read first.
+        self._release(call)
+
+    def _release(self, call: _Call) -> None:
+        """Let a finished call go: ``exit`` ends FreeSWITCH's linger."""
+        if call.linger_timer is not None:
+            call.linger_timer.cancel()
+            call.linger_timer = None
+        if not call.exiting:
             call.exiting = True
-            channel.send(encode_command("exit"), lambda reply: None)
+            call.channel.send(encode_command("exit"), lambda reply: None)
 
     def call_closed(self, channel: CallChannel, reason: str) -> None:
         call = self._calls.pop(channel.unique_id, None)
         if call is None:
+            return
+        if call.linger_timer is not None:
+            call.linger_timer.cancel()
+            call.linger_timer = None
+        if not call.hangup_reported and (call.cause is not None or call.lingering):
+            # FreeSWITCH said the call is over before the socket went: that is
+            # a hangup, whoever closed, with the cause it gave if it gave one.
+            if call.cause is None:
+                log.warning("call %s ended without a hangup event: %s", channel.unique_id, reason)
+            self._report_hangup(call, "" if call.cause is not None else CAUSE_NOT_GIVEN)
             return
         if self._stopping and not call.hangup_reported:
             # Closing the socket hands the call back to its dialplan (04b): it
@@ -266,25 +371,33 @@ class CallControl:
                     app_id=call.session.app_id,
                     session_id=call.session.session_id,
                     cause="UNKNOWN",
-                    reason="connection_lost",
+                    reason=CONNECTION_LOST,
                 )
             )
         if call.session.state is not SessionState.DISCONNECTED:
             self.sessions.end(call.session.session_id, SessionState.HANGUP)
 
-    def _report_hangup(self, call: _Call, event: Event) -> None:
+    def _report_hangup(self, call: _Call, reason: str = "") -> None:
+        """Publish call.hangup once, with the best cause FreeSWITCH gave.
+
+        ``reason`` says why the cause is not known; empty when it is.
+        """
         if call.hangup_reported:
             return
         call.hangup_reported = True
         call.session.state = SessionState.HANGUP
         self._fail_answers(call, "call_hangup", "the call hung up before answer completed")
+        cause = call.cause
+        if cause is None and not reason:
+            reason = CAUSE_NOT_GIVEN
         self._events.publish(
             CallHangup(
                 app_id=call.session.app_id,
                 session_id=call.session.session_id,
-                cause=event.get("Hangup-Cause", "") or "UNKNOWN",
-                q850_code=_int_or_none(event.get("variable_hangup_cause_q850")),
-                sip_code=_int_or_none(event.get("variable_sip_term_status")),
+                cause=cause.name if cause is not None else "UNKNOWN",
+                q850_code=cause.q850_code if cause is not None else None,
+                sip_code=cause.sip_code if cause is not None else None,
+                reason=reason,
             )
         )
         self.sessions.end(call.session.session_id, SessionState.HANGUP)
@@ -299,10 +412,15 @@ class CallControl:
         self._stopping = True
 
     def shutdown(self) -> None:
+        for call in self._calls.values():
+            if call.linger_timer is not None:
+                call.linger_timer.cancel()
+                call.linger_timer = None
         self.operations.shutdown()
 
 
 def _int_or_none(value: str | None) -> int | None:
-    if value is None or not value.strip().isdigit():
+    # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+    if value is None or not _CODE.fullmatch(value.strip()):
         return None
     return int(value)

@@ -51,17 +51,24 @@ class CallAnswered(_Event):
     type: ClassVar[str] = "call.answered"
 
 
+#: call.hangup's ``reason`` when the cause is not FreeSWITCH's (then it is "UNKNOWN").
+CONNECTION_LOST = "connection_lost"  # the socket went before FreeSWITCH said the call ended
+CAUSE_NOT_GIVEN = "cause_not_given"  # FreeSWITCH said it ended (linger notice), gave no cause
+HANGUP_REASONS = (CONNECTION_LOST, CAUSE_NOT_GIVEN)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallHangup(_Event):
-    """Teardown completed (CHANNEL_HANGUP_COMPLETE), or the call was lost with its socket."""
+    """The call ended: FreeSWITCH's cause, or why the gateway could not learn it."""
 
     type: ClassVar[str] = "call.hangup"
     cause: str
     q850_code: int | None = None
     sip_code: int | None = None
-    # "hangup_complete" when FreeSWITCH reported the teardown; "connection_lost"
-    # when the socket went away first and the cause is not known ("UNKNOWN").
-    reason: str = "hangup_complete"
+    # Empty when ``cause`` is FreeSWITCH's (from CHANNEL_HANGUP_COMPLETE, or
+    # CHANNEL_HANGUP when the complete event never came); else one of
+    # HANGUP_REASONS, and cause is "UNKNOWN".
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,10 +51,11 @@ async def test_caller_hangs_up_first_fails_the_open_answer_and_reports_the_hangu
         "call_hangup",
     )
     hangup = await next_event(events, CallHangup, call.uuid)
-    assert (hangup.cause, hangup.q850_code, hangup.reason) == (
+    assert (hangup.cause, hangup.q850_code, hangup.sip_code, hangup.reason) == (
         "ORIGINATOR_CANCEL",
         16,
-        "hangup_complete",
+        487,
+        "",
     )  # FreeSWITCH maps causes above 127 to 16
     await call.wait_closed()  # released with exit after the linger notice
     assert call.commands[-1].line == "exit"

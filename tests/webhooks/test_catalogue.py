@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, LifecycleEvent
+from callcontrol.events import (
+    HANGUP_REASONS,
+    CallAnswered,
+    CallHangup,
+    CallInitiated,
+    CommandResult,
+    LifecycleEvent,
+)
 from callcontrol.webhooks import encode_body, event_body
 from callcontrol.webhooks.catalogue import rfc3339
 
@@ -37,9 +44,26 @@ def test_call_answered_has_empty_data() -> None:
 
 def test_call_hangup_gives_cause_and_codes_null_when_absent() -> None:
     with_codes = event_body(hangup("app", session_id(), cause="USER_BUSY", q850_code=17, sip_code=486))
-    assert with_codes["data"] == {"cause": "USER_BUSY", "q850_code": 17, "sip_code": 486}
+    assert with_codes["data"] == {"cause": "USER_BUSY", "q850_code": 17, "sip_code": 486, "reason": None}
     without = event_body(hangup("app", session_id(), cause="NORMAL_CLEARING"))
-    assert without["data"] == {"cause": "NORMAL_CLEARING", "q850_code": None, "sip_code": None}
+    assert without["data"] == {
+        "cause": "NORMAL_CLEARING",
+        "q850_code": None,
+        "sip_code": None,
+        "reason": None,
+    }
+
+
+@pytest.mark.parametrize("reason", HANGUP_REASONS)
+def test_call_hangup_says_why_when_the_cause_is_unknown(reason: str) -> None:
+    lost = event_body(hangup("app", session_id(), cause="UNKNOWN", reason=reason))
+    assert lost["data"] == {"cause": "UNKNOWN", "q850_code": None, "sip_code": None, "reason": reason}
+
+
+def test_readme_documents_every_hangup_reason() -> None:
+    section = README.read_text().split("#### `call.hangup`", 1)[1].split("#### ", 1)[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \| (?!meaning)", section, flags=re.MULTILINE)
+    assert sorted(documented) == sorted(HANGUP_REASONS)
 
 
 def test_command_result_names_the_operation_and_its_outcome() -> None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from callcontrol.simulator.call import SimulatedCall
+from callcontrol.simulator.call import HANGUP_ORDERS, HangupOrder, SimulatedCall
 from callcontrol.simulator.switch import FreeSwitchSimulator
 
 log = logging.getLogger("callcontrol.simulator")
@@ -57,8 +57,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept answer commands but never confirm them (the gateway times them out)",
     )
+    parser.add_argument(
+        "--hangup-order",
+        choices=[*HANGUP_ORDERS, "mixed"],
+        default=None,
+        help="what follows CHANNEL_HANGUP (default: FreeSWITCH's usual); 'mixed' takes each in turn",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def _order(choice: str | None, n: int) -> HangupOrder | None:
+    if choice == "mixed":
+        orders: list[HangupOrder] = list(HANGUP_ORDERS)
+        return orders[n % len(orders)]
+    return next((order for order in HANGUP_ORDERS if order == choice), None)
 
 
 def _caller(first: str, n: int) -> str:
@@ -89,6 +102,7 @@ async def run(args: argparse.Namespace) -> int:
                 destination_number=args.destination,
                 answer_delay=args.answer_delay,
                 answer_completes=not args.answer_never_completes,
+                hangup_order=_order(args.hangup_order, n),
             )
             followers.append(asyncio.create_task(_follow(call, args.hold, simulator.dialplan_playback)))
             if args.interval:

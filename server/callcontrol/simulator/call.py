@@ -11,7 +11,9 @@ It plays FreeSWITCH's side of ``socket <gateway> async full`` the way
   one after another (a per-call worker), emitting the events ``myevents`` asked for;
 * when the channel hangs up, the socket gets CHANNEL_HANGUP, CHANNEL_UNPARK,
   CHANNEL_EXECUTE_COMPLETE (socket), CHANNEL_STATE x2, CHANNEL_HANGUP_COMPLETE, then a
-  linger notice (socket stays open) or a disconnect notice and the close;
+  linger notice (socket stays open) or a disconnect notice and the close. The
+  ``hangup_order`` changes that the way the real switch does under load and on
+  shutdown (``HANGUP_ORDERS``);
 * ``exit`` or a TCP close while the channel is alive hands the call back to the
   dialplan (``playback`` then ``hangup NORMAL_CLEARING`` in the captured dialplan).
 
@@ -79,6 +81,21 @@ KNOWN_APPS: Final = frozenset(
 
 Initiator = Literal["caller", "switch", "shutdown"]
 
+HangupOrder = Literal["complete_first", "notice_first", "close_after_hangup"]
+#: What the socket gets after CHANNEL_HANGUP, as seen from a real FreeSWITCH 1.10.12
+#: (shared/notes/freeswitch-under-load.md):
+HANGUP_ORDERS: Final[Mapping[HangupOrder, str]] = {
+    # the usual order: the whole teardown, CHANNEL_HANGUP_COMPLETE, then the notice
+    "complete_first": "teardown events, then the linger notice (or disconnect notice + close)",
+    # under load (1-2 % of calls) and on `fsctl shutdown`: the notice first, the rest of
+    # the teardown `teardown_delay` later, unless the client leaves (exit/close) before
+    "notice_first": "the linger notice (or disconnect notice + close), then the teardown events",
+    # the switch goes away mid-teardown: the connection closes with no notice
+    "close_after_hangup": "the connection closes, nothing else",
+}
+#: How long after an early notice the rest of the teardown comes (measured on shutdown).
+TEARDOWN_DELAY: Final = 0.02
+
 
 class SwitchContext(Protocol):
     """What a call needs from the simulated switch."""
@@ -114,10 +131,20 @@ class SimulatedCall:
         answer_completes: bool = True,
         error_replies: Mapping[str, str] | None = None,
         unanswered: Collection[str] = (),
+        hangup_order: HangupOrder | None = None,
+        teardown_delay: float = TEARDOWN_DELAY,
     ) -> None:
         self.uuid = uuid or str(uuid_module.uuid4())
+        #: The order of what follows CHANNEL_HANGUP (HANGUP_ORDERS); None: FreeSWITCH's
+        #: usual, which is "complete_first", and "notice_first" on shutdown (as in capture 06).
+        self.hangup_order: HangupOrder | None = hangup_order
+        #: With "notice_first": seconds between the notice and the rest of the teardown.
+        self.teardown_delay = teardown_delay
         self.app_id = app_id
         self.commands: list[Command] = []
+        #: What reached the socket after the connect reply, in order: event names and
+        #: the notices ("linger", "disconnect"); replies are not listed.
+        self.sent: list[str] = []
         self.state: CallState = "ringing"
         self.hangup_cause: str | None = None
         self.socket_error: OSError | None = None
@@ -154,6 +181,9 @@ class SimulatedCall:
         self._park_sent = False
         self._linger: int | None = None  # None: no linger; -1: no timeout; else seconds
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._teardown: asyncio.TimerHandle | None = None  # the teardown after an early notice
+        self._hangup_code = 0  # the cause being torn down with
+        self._socket_app_running = False  # whether `socket` was still running at the hangup
         self._messages: asyncio.Queue[Command | None] = asyncio.Queue()  # None: the channel is gone
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[tuple[Callable[[Command], bool], asyncio.Future[Command]]] = []
@@ -250,8 +280,13 @@ class SimulatedCall:
 
     def shutdown_close(self) -> None:
         """``fsctl shutdown``, last step: every socket gets the shutdown notice and is closed."""
+        if self._teardown is not None:
+            # FreeSWITCH finishes the teardown long before its last step.
+            self._teardown.cancel()
+            self._teardown = None
+            self._finish_teardown()
         if self._socket_open:
-            self._send(encode_disconnect_notice(self.uuid, "disconnect", None, SHUTTING_DOWN))
+            self._send_disconnect(SHUTTING_DOWN)
             self._close_socket()
         if self.state in _ALIVE:
             self._hangup("SYSTEM_SHUTDOWN", initiator="shutdown")
@@ -292,14 +327,20 @@ class SimulatedCall:
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
+        if self._teardown is not None:
+            self._teardown.cancel()
+            self._teardown = None
         for _, future in self._waiters:
             if not future.done():
                 future.cancel()
 
     # -- the socket ------------------------------------------------------------------------------
 
+    def _writable(self) -> bool:
+        return self._writer is not None and self._socket_open and not self._writer.is_closing()
+
     def _send(self, data: bytes) -> None:
-        if self._writer is not None and self._socket_open and not self._writer.is_closing():
+        if self._writer is not None and self._writable():
             self._writer.write(data)
 
     def _reply(self, text: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
@@ -349,6 +390,11 @@ class SimulatedCall:
             self._linger_timer = None
         if self.state in ("ringing", "answered"):
             self._return_to_dialplan()
+        elif self._teardown is not None:
+            # The client left after an early notice: the teardown goes on, unseen.
+            self._teardown.cancel()
+            self._teardown = None
+            self._finish_teardown()
         elif self.state == "hangup":
             self._enter("destroyed")
 
@@ -443,7 +489,7 @@ class SimulatedCall:
 
     def _exit(self) -> None:
         self._reply("+OK bye")
-        self._send(encode_disconnect_notice(self.uuid, "disconnect", None, GOODBYE))
+        self._send_disconnect(GOODBYE)
         self._close_socket()
         self._socket_ended()
 
@@ -514,6 +560,8 @@ class SimulatedCall:
             leading=leading,
             extra=extra,
         )
+        if self._writable():
+            self.sent.append(name)
         self._send(encode_event_plain(headers))
 
     async def _run_messages(self) -> None:
@@ -611,17 +659,49 @@ class SimulatedCall:
             channel.set_variable("sip_term_status", status)
             channel.set_variable("proto_specific_hangup_cause", f"sip:{status}")
             channel.set_variable("sip_term_cause", str(q850_code(code)))
+        socket_app_running = self._socket_open
+        if socket_app_running:
+            self._enter("hangup")
+        self._emit("CHANNEL_HANGUP")
+        # Set once the BYE/CANCEL is handled: not yet on CHANNEL_HANGUP (capture 05).
+        if initiator == "caller":
             channel.set_variable("sip_hangup_disposition", "recv_bye" if answered else "recv_cancel")
         else:
             channel.set_variable("sip_hangup_disposition", "send_bye" if answered else "send_refuse")
-        socket_app_running = self._socket_open
-        self._emit("CHANNEL_HANGUP")
         if completing is not None:
             self._emit("CHANNEL_EXECUTE_COMPLETE", extra=completing)
-        early_linger = initiator == "shutdown" and self._linger is not None and socket_app_running
-        if early_linger:
-            self._send_linger_notice()
-        if socket_app_running:
+        usual: HangupOrder = (
+            "notice_first" if initiator == "shutdown" and self._linger is not None else "complete_first"
+        )
+        order = self.hangup_order or usual
+        self._hangup_code = code
+        self._socket_app_running = socket_app_running
+        if socket_app_running and order == "close_after_hangup":
+            log.info("call %s: the connection closes right after CHANNEL_HANGUP", self.uuid)
+            self._close_socket()
+        elif socket_app_running and order == "notice_first":
+            self._send_notice()
+            self._teardown = asyncio.get_running_loop().call_later(self.teardown_delay, self._teardown_due)
+            return
+        self._teardown_events()
+        if socket_app_running and order == "complete_first":
+            self._send_notice()
+        self._after_teardown()
+
+    def _teardown_due(self) -> None:
+        self._teardown = None
+        self._finish_teardown()
+
+    def _finish_teardown(self) -> None:
+        self._teardown_events()
+        self._after_teardown()
+
+    def _teardown_events(self) -> None:
+        """From CHANNEL_UNPARK to CHANNEL_HANGUP_COMPLETE; a closed socket gets none of it."""
+        channel = self._channel
+        code = self._hangup_code
+        name = cause_name(code)
+        if self._socket_app_running:
             self._emit("CHANNEL_UNPARK")
             socket_data = f"{self._gateway[0]}:{self._gateway[1]} async full"
             self._emit(
@@ -645,29 +725,40 @@ class SimulatedCall:
         self._emit("CHANNEL_STATE", variables=False)
         self._emit("CHANNEL_HANGUP_COMPLETE", leading=(("Hangup-Cause", name),))
         self.hung_up.set()
-        if not socket_app_running:
-            self._enter("destroyed")
-        elif self._linger is not None:
-            if not early_linger:
-                self._send_linger_notice()
-            self._enter("hangup")
-            if self._linger >= 0:
+
+    def _send_notice(self) -> None:
+        """The notice that the call is over: linger (socket kept) or disconnect and the close."""
+        if self._linger is not None:
+            self._send_linger_notice()
+        else:
+            self._send_disconnect(GOODBYE)
+            self._close_socket()
+
+    def _after_teardown(self) -> None:
+        """The channel waits for a lingering socket to end; otherwise it is gone."""
+        if self._socket_open and self._linger is not None:
+            if self._linger >= 0 and self._linger_timer is None:
                 self._linger_timer = asyncio.get_running_loop().call_later(self._linger, self._linger_expired)
         else:
-            self._send(encode_disconnect_notice(self.uuid, "disconnect", None, GOODBYE))
-            self._close_socket()
             self._enter("destroyed")
 
     def _send_linger_notice(self) -> None:
+        if self._writable():
+            self.sent.append("linger")
         self._send(
             encode_disconnect_notice(self.uuid, "linger", self._linger, channel_name=self._channel.name)
         )
+
+    def _send_disconnect(self, body: bytes) -> None:
+        if self._writable():
+            self.sent.append("disconnect")
+        self._send(encode_disconnect_notice(self.uuid, "disconnect", None, body))
 
     def _linger_expired(self) -> None:
         self._linger_timer = None
         if self._socket_open:
             log.info("call %s: linger timeout, closing socket", self.uuid)
-            self._send(encode_disconnect_notice(self.uuid, "disconnect", None, GOODBYE))
+            self._send_disconnect(GOODBYE)
             self._close_socket()
         if self.state == "hangup":
             self._enter("destroyed")

@@ -13,7 +13,7 @@ import logging
 import uuid as uuid_module
 from collections.abc import Collection, Mapping
 
-from callcontrol.simulator.call import SimulatedCall
+from callcontrol.simulator.call import TEARDOWN_DELAY, HangupOrder, SimulatedCall
 from callcontrol.simulator.channel import SwitchIdentity
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,15 @@ class FreeSwitchSimulator:
         unanswered: Collection[str] = (),
         uuid: str | None = None,
         caller_name: str | None = None,
+        hangup_order: HangupOrder | None = None,
+        teardown_delay: float = TEARDOWN_DELAY,
     ) -> SimulatedCall:
         """A new inbound call whose dialplan runs ``socket <gateway> async full``.
 
         Returns once the TCP connection is up (or failed: then, like FreeSWITCH, the
-        call goes on in its dialplan and ``socket_error`` says why).
+        call goes on in its dialplan and ``socket_error`` says why). ``hangup_order``
+        and ``teardown_delay``: what the socket gets after CHANNEL_HANGUP
+        (``callcontrol.simulator.call.HANGUP_ORDERS``).
         """
         if self._shut_down or self._closed:
             raise RuntimeError("the simulated switch is shut down")
@@ -86,6 +90,8 @@ class FreeSwitchSimulator:
             answer_completes=answer_completes,
             error_replies=error_replies,
             unanswered=unanswered,
+            hangup_order=hangup_order,
+            teardown_delay=teardown_delay,
         )
         if call.uuid in self.calls:
             raise ValueError(f"a call with uuid {call.uuid} exists")

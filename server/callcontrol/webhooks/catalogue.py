@@ -19,7 +19,9 @@ Types and their ``data``:
     no fields: FreeSWITCH confirmed the answer; once per call.
 ``call.hangup``
     ``cause`` (Q.850 name), ``q850_code`` and ``sip_code`` (numbers, null
-    when FreeSWITCH did not give them): the channel is torn down.
+    when FreeSWITCH did not give them), ``reason`` (null when ``cause`` is
+    FreeSWITCH's; else ``cause`` is "UNKNOWN" and ``reason`` is
+    "connection_lost" or "cause_not_given"): the call ended.
 ``command.result``
     ``operation_id``, ``command`` ("answer", "hangup", "disconnect"),
     ``command_uid``, ``status`` ("succeeded", "failed", "timed_out"),
@@ -60,7 +62,12 @@ def call_answered_data(event: CallAnswered) -> JsonObject:
 
 
 def call_hangup_data(event: CallHangup) -> JsonObject:
-    return {"cause": event.cause, "q850_code": event.q850_code, "sip_code": event.sip_code}
+    return {
+        "cause": event.cause,
+        "q850_code": event.q850_code,
+        "sip_code": event.sip_code,
+        "reason": event.reason or None,
+    }
 
 
 def command_result_data(event: CommandResult) -> JsonObject:
