@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -26,6 +27,7 @@ from callcontrol.events import LifecycleEvent, Subscription
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2_grpc, operations_pb2_grpc, sessions_pb2_grpc
+from tests.redis_server import RedisServer
 from tests.webhooks.conftest import Receiver
 
 OTHER_APP_ID = "other-app"
@@ -140,3 +142,14 @@ def drain(sub: Subscription) -> list[LifecycleEvent]:
     while (event := sub.get_nowait()) is not None:
         out.append(event)
     return out
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped after the test."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

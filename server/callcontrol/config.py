@@ -140,6 +140,24 @@ class RestConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    # Redis shared by the replicas ("redis://host:port/db"); empty: a single
+    # gateway with its in-process stores and local outbox (nothing else changes).
+    redis_url: str = ""
+    # This replica's name in the cluster; empty: host name and process id.
+    replica_id: str = ""
+    # The gRPC address other replicas forward to; empty: the bound grpc.listen.
+    advertise: str = ""
+    # Heartbeat period, and how long a replica that stopped beating is still live.
+    heartbeat_ms: int = 1000
+    expiry_ms: int = 3000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis_url)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     grpc_listen: Address = Address("127.0.0.1", 50051)
     # Requests per second per application and group for gRPC callers (0: off);
@@ -151,6 +169,7 @@ class GatewayConfig:
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     rest: RestConfig = field(default_factory=RestConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     applications: tuple[Application, ...] = ()
     # Prometheus text endpoint (GET /metrics); None turns it off.
     metrics_listen: Address | None = Address("127.0.0.1", 9464)
@@ -212,6 +231,8 @@ _MINIMUM: dict[str, float] = {
     "webhooks.max_age_s": 1,
     "webhooks.per_destination_concurrency": 1,
     "rest.rate_limit_per_s": 1,
+    "cluster.heartbeat_ms": 1,
+    "cluster.expiry_ms": 1,
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE, _FALSE = ("true", "1", "on"), ("false", "0", "off")

