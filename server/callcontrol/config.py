@@ -91,16 +91,22 @@ class RestConfig:
     # Envoy's REST listener and admin (admin is always loopback).
     listen: Address = Address("127.0.0.1", 8080)
     admin: Address = Address("127.0.0.1", 9901)
-    # Requests per second per application over REST (shared by all session endpoints).
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    # Requests per second per application and group, gRPC and REST counted together
+    # in the server after authentication (0: off). A bucket holds one second of them.
     rate_limit_per_s: int = 50
+    # Failed authentications per minute per client address, in bursts of as many;
+    # past it every request from the address is refused 429 until it refills (0: off).
+    auth_failures_per_minute: int = 60
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     grpc_listen: Address = Address("127.0.0.1", 50051)
-    # Requests per second per application and group for gRPC callers (0: off);
-    # REST is limited by Envoy (rest.rate_limit_per_s) before it gets here.
-    grpc_rate_limit_per_s: int = 50
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     esl: EslConfig = field(default_factory=EslConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
@@ -182,6 +188,11 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
     ops = _section(raw, "operations")
     hooks = _section(raw, "webhooks")
     rest = _section(raw, "rest")
+    limits = _section(raw, "limits")
+    for old, section in (("grpc", grpc), ("rest", rest)):
+        if "rate_limit_per_s" in section:
+            # One limiter now counts both paths; a stale key must not be silently ignored.
+            raise ConfigError(f"{old}.rate_limit_per_s: moved to limits.rate_limit_per_s (gRPC and REST)")
     apps_raw = raw.get("applications", None)
     apps = cfg.applications
     if apps_raw is not None:
@@ -197,8 +208,19 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
     return replace(
         cfg,
         grpc_listen=Address.parse(grpc["listen"], "grpc.listen") if "listen" in grpc else cfg.grpc_listen,
-        grpc_rate_limit_per_s=int(
-            _number(grpc, "rate_limit_per_s", "grpc.rate_limit_per_s", cfg.grpc_rate_limit_per_s, 0)
+        limits=LimitsConfig(
+            rate_limit_per_s=int(
+                _number(limits, "rate_limit_per_s", "limits.rate_limit_per_s", cfg.limits.rate_limit_per_s, 0)
+            ),
+            auth_failures_per_minute=int(
+                _number(
+                    limits,
+                    "auth_failures_per_minute",
+                    "limits.auth_failures_per_minute",
+                    cfg.limits.auth_failures_per_minute,
+                    0,
+                )
+            ),
         ),
         esl=EslConfig(
             listen=Address.parse(esl["listen"], "esl.listen") if "listen" in esl else cfg.esl.listen,
@@ -242,9 +264,6 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
         rest=RestConfig(
             listen=Address.parse(rest["listen"], "rest.listen") if "listen" in rest else cfg.rest.listen,
             admin=Address.parse(rest["admin"], "rest.admin") if "admin" in rest else cfg.rest.admin,
-            rate_limit_per_s=int(
-                _number(rest, "rate_limit_per_s", "rest.rate_limit_per_s", cfg.rest.rate_limit_per_s, 1)
-            ),
         ),
         applications=apps,
         metrics_listen=_metrics_listen(raw.get("metrics", {}), cfg.metrics_listen),

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from callcontrol.config import GatewayConfig
+from callcontrol.config import GatewayConfig, LimitsConfig
 from callcontrol.events import CallInitiated, Subscription
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2, operations_pb2, sessions_pb2
@@ -136,7 +136,9 @@ async def test_health_and_reflection_answer_without_credentials(channel: grpc.ai
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.mark.parametrize("config", [make_config(grpc_rate_limit_per_s=3)])
+@pytest.mark.parametrize(
+    "config", [make_config(limits=LimitsConfig(rate_limit_per_s=3, auth_failures_per_minute=0))]
+)
 async def test_grpc_callers_over_the_limit_are_resource_exhausted_with_retry_info(
     stubs: Stubs, config: GatewayConfig
 ) -> None:

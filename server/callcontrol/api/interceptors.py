@@ -1,4 +1,4 @@
-"""The one interceptor every RPC passes: request id, authentication, error mapping.
+"""The one interceptor every RPC passes: request id, limits, authentication, error mapping.
 
 Handlers are wrapped (not just pre-checked) so the caller's identity and the
 request id live in context variables for exactly the handler's run, and every
@@ -16,9 +16,11 @@ import grpc
 
 from callcontrol.api.auth import Authenticator
 from callcontrol.api.identity import request_id, set_current_app
-from callcontrol.api.ratelimit import RateLimiter
+from callcontrol.api.decoding import Undecodable, lenient
+from callcontrol.api.client_address import FORWARDED_FOR, client_address
+from callcontrol.api.ratelimit import AuthFailureLimiter, RateLimiter
 from callcontrol.api.status import to_status
-from callcontrol.errors import GatewayError
+from callcontrol.errors import GatewayError, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,15 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter | None = None,
+        auth_failures: AuthFailureLimiter | None = None,
+    ) -> None:
         self._auth = authenticator
         self._limiter = limiter
+        self._auth_failures = auth_failures
 
     async def intercept_service(
         self,
@@ -47,14 +55,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 # grpc.aio streaming handlers are async generators; the stubs say Iterator.
                 self._wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -62,7 +70,18 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
     def _enter(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         md = _metadata(context)
         request_id.set(md.get("x-request-id") or str(uuid.uuid4()))
-        app = self._auth.authenticate(md.get("x-app-id"), md.get("x-api-key"))
+        # Failed authentications are limited per client address, checked before the
+        # key so an address over its allowance learns nothing from its guesses. The
+        # application's own budget is spent only once the caller has proved its key.
+        address = client_address(context.peer(), md.get(FORWARDED_FOR))
+        if self._auth_failures is not None:
+            self._auth_failures.check(address)
+        try:
+            app = self._auth.authenticate(md.get("x-app-id"), md.get("x-api-key"))
+        except Unauthenticated:
+            if self._auth_failures is not None:
+                self._auth_failures.failed(address)
+            raise
         set_current_app(app)
         if self._limiter is not None:
             self._limiter.check(app.app_id, method)
@@ -78,6 +97,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 self._enter(method, context)
+                if isinstance(request, Undecodable):
+                    raise request.error()
                 return await inner(request, context)
             except GatewayError as exc:
                 await self._fail(method, context, exc)
@@ -91,6 +112,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             try:
                 self._enter(method, context)
+                if isinstance(request, Undecodable):
+                    raise request.error()
                 async for item in inner(request, context):
                     yield item
             except GatewayError as exc:
