@@ -102,7 +102,7 @@ def test_only_the_envelope_commands_answer_202_and_are_never_retried_once_sent()
     others = [r for name, r in routes.items() if r not in commands and "route" in r]
     assert others
     for route in others:
-            lua = route.get("metadata", {}).get("filter_metadata", {}).get("envoy.filters.http.lua", {})
+        lua = route.get("metadata", {}).get("filter_metadata", {}).get("envoy.filters.http.lua", {})
         assert "success_status" not in lua, route["name"]
         if route["match"]["headers"][0]["string_match"]["exact"] != "GET":
             assert "unavailable" not in route["route"]["retry_policy"]["retry_on"], route["name"]

@@ -18,7 +18,6 @@ from callcontrol.rest.envoy_routes import MAX_REQUEST_BODY_BYTES
 from tests.rest.conftest import (
     DEMO_HEADERS,
     JSON_HEADERS,
-    EnvoyFactory,
     Reply,
     RestClient,
     eventually,

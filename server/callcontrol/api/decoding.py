@@ -31,14 +31,16 @@ class Undecodable:
         return InvalidArgument([self.violation])
 
 
-def _violation(raw: bytes, message_type: descriptor.Descriptor) -> FieldViolation:
+def _violation(raw: bytes, message_type: Any) -> FieldViolation:
+    """Which top-level text field of ``message_type`` (a Descriptor) is not UTF-8."""
     # Parsed as Empty, every field is an unknown one: bytes, no UTF-8 check.
     holder = empty_pb2.Empty()
     try:
         holder.ParseFromString(raw)
     except DecodeError:
         return FieldViolation("request", "not a well-formed protobuf message")
-    for item in UnknownFieldSet(holder):
+    fields = UnknownFieldSet(holder)
+    for item in (fields[i] for i in range(len(fields))):
         field = message_type.fields_by_number.get(item.field_number)
         if field is None or field.type != descriptor.FieldDescriptor.TYPE_STRING:
             continue

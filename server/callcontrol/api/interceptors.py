@@ -15,9 +15,9 @@ from typing import Any
 import grpc
 
 from callcontrol.api.auth import Authenticator
-from callcontrol.api.identity import request_id, set_current_app
-from callcontrol.api.decoding import Undecodable, lenient
 from callcontrol.api.client_address import FORWARDED_FOR, client_address
+from callcontrol.api.decoding import Undecodable, lenient
+from callcontrol.api.identity import request_id, set_current_app
 from callcontrol.api.ratelimit import AuthFailureLimiter, RateLimiter
 from callcontrol.api.status import to_status
 from callcontrol.errors import GatewayError, Unauthenticated

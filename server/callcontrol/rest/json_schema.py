@@ -25,8 +25,9 @@ _INT64 = {_F.TYPE_INT64, _F.TYPE_SINT64, _F.TYPE_SFIXED64, _F.TYPE_UINT64, _F.TY
 FIELD_RULES: dict[str, dict[str, Any]] = {
     "session_id": {"format": "uuid"},
     "operation_id": {"format": "uuid"},
-    "command_uid": {"minLength": 1, "maxLength": 128, "pattern": "^[a-zA-Z0-9._-]+$"},
-    "cause": {"minLength": 1, "maxLength": 64, "pattern": "^[A-Z_]+$", "examples": ["USER_BUSY"]},
+    # "" is the same as omitted (proto3): a fresh UUID, NORMAL_CLEARING.
+    "command_uid": {"maxLength": 128, "pattern": "^[a-zA-Z0-9._-]*$"},
+    "cause": {"maxLength": 64, "pattern": "^[A-Z_]*$", "examples": ["USER_BUSY"]},
     "page_size": {"minimum": 0, "maximum": 1000},
 }
 # Values fixed by the contract for one message's field.
@@ -86,9 +87,12 @@ class Schemas:
         return self._names[full_name]
 
     def message(
-        self, full_name: str, *, without: Iterable[str] = (), name: str | None = None
+        self, full_name: str, *, without: Iterable[str] = (), name: str | None = None, closed: bool = False
     ) -> dict[str, Any]:
-        """A $ref to the message's schema, adding it (and what it reaches) on first use."""
+        """A $ref to the message's schema, adding it (and what it reaches) on first use.
+
+        ``closed``: a request body, whose unknown top-level keys are refused (rest.lua).
+        """
         if full_name in WELL_KNOWN:
             return dict(WELL_KNOWN[full_name])
         skip = set(without)
@@ -96,6 +100,8 @@ class Schemas:
         if key not in self.components:
             self.components[key] = {}  # placeholder: recursion stops here
             self.components[key] = self._build(full_name, skip)
+            if closed:
+                self.components[key]["additionalProperties"] = False
         return ref("schemas", key)
 
     def _build(self, full_name: str, skip: set[str]) -> dict[str, Any]:
