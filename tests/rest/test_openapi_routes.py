@@ -39,9 +39,14 @@ async def _live_routes(http: aiohttp.ClientSession, envoy: EnvoyProcess) -> list
 
 def _route_matches(route: dict[str, Any], method: str, path: str) -> bool:
     match = route["match"]
-    methods = [h["string_match"]["exact"] for h in match.get("headers", []) if h["name"] == ":method"]
-    if methods and method not in methods:
-        return False
+    for header in match.get("headers", []):
+        if header["name"] != ":method":
+            continue
+        wanted = header["string_match"]
+        if "exact" in wanted and method != wanted["exact"]:
+            return False
+        if "safe_regex" in wanted and not re.fullmatch(wanted["safe_regex"]["regex"], method):
+            return False
     if "path" in match:
         return bool(path == match["path"])
     if "safe_regex" in match:

@@ -71,6 +71,8 @@ async def test_an_unknown_body_field_is_400_naming_it_and_the_call_is_untouched(
         ('{"cause": "USER_\\"BUSY", "nested": [1, {"a": "}"}]}', "nested"),
         ('{"commandUid": "b-1", "extra": null}', "extra"),
         ('{"cause": "USER_BUSY", "bad\\u0022key": 1}', "bad?u0022key"),
+        ('{"cause": null}', "null:cause"),
+        ('{"command_uid" : null, "cause": "USER_BUSY"}', "null:command_uid"),
     ],
 )
 async def test_body_keys_are_checked_at_the_top_level_in_both_spellings(
@@ -80,6 +82,10 @@ async def test_body_keys_are_checked_at_the_top_level_in_both_spellings(
 
     if unknown is None:
         assert reply.status == 404, reply.body  # accepted keys: the unknown session is next
+    elif unknown.startswith("null:"):
+        # The transcoder reads null as omitted: a null cause hung up with NORMAL_CLEARING.
+        error = assert_error(reply, 400, GRPC_INVALID_ARGUMENT)
+        assert error["message"].startswith(f'field "{unknown[5:]}" is null in the request body')
     else:
         error = assert_error(reply, 400, GRPC_INVALID_ARGUMENT)
         assert error["message"].startswith(f'unknown field "{unknown}" in the request body')

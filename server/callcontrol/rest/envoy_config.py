@@ -36,6 +36,7 @@ from callcontrol.rest.envoy_routes import (
     LUA,
     MAX_REQUEST_BODY_BYTES,
     MAX_RESPONSE_BODY_BYTES,
+    READ_METHODS,
     STREAM_IDLE_TIMEOUT_S,
     TRANSCODER,
     build_routes,
@@ -139,7 +140,10 @@ def _http_filters(api: ApiDescriptor) -> list[dict[str, Any]]:
                 "@type": _T + "envoy.extensions.filters.http.health_check.v3.HealthCheck",
                 "pass_through_mode": False,
                 # The path with or without a query string.
-                "headers": [{"name": ":path", "string_match": {"safe_regex": {"regex": HEALTH_PATH_REGEX}}}],
+                "headers": [
+                    {"name": ":path", "string_match": {"safe_regex": {"regex": HEALTH_PATH_REGEX}}},
+                    READ_METHODS,
+                ],
                 "cluster_min_healthy_percentages": {CLUSTER: {"value": 100.0}},
             },
         },

@@ -112,6 +112,10 @@ def _api_route(binding: HttpBinding, allowed_body_fields: tuple[str, ...] | None
     return route
 
 
+# The health check answers reads only; anything else on /healthz is 405.
+READ_METHODS = {"name": ":method", "string_match": {"safe_regex": {"regex": "^(GET|HEAD)$"}}}
+
+
 def _allow_header(verbs: list[str]) -> dict[str, Any]:
     return {
         "header": {"key": "allow", "value": ", ".join(verbs)},
@@ -145,8 +149,17 @@ def build_routes(api: ApiDescriptor, openapi_file: Path) -> list[dict[str, Any]]
             # Answered by the health_check filter before routing; the route exists so
             # the table documents it and the transcoder stays off it.
             "name": "healthz",
-            "match": {"path": HEALTH_PATH},
+            "match": {"path": HEALTH_PATH, "headers": [READ_METHODS]},
             "direct_response": {"status": 503},
+            "typed_per_filter_config": _per_filter_off(TRANSCODER),
+        }
+    )
+    routes.append(
+        {
+            "name": "healthz_405",
+            "match": {"path": HEALTH_PATH},
+            "direct_response": {"status": 405},
+            "response_headers_to_add": [_allow_header(["GET", "HEAD"])],
             "typed_per_filter_config": _per_filter_off(TRANSCODER),
         }
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
+from callcontrol.causes import Q850_CAUSES
 from callcontrol.rest.descriptor import ApiDescriptor
 from callcontrol.rest.envoy_routes import ENVELOPE_TYPE
 
@@ -27,12 +28,16 @@ FIELD_RULES: dict[str, dict[str, Any]] = {
     "operation_id": {"format": "uuid"},
     # "" is the same as omitted (proto3): a fresh UUID, NORMAL_CLEARING.
     "command_uid": {"maxLength": 128, "pattern": "^[a-zA-Z0-9._-]*$"},
-    "cause": {"maxLength": 64, "pattern": "^[A-Z_]*$", "examples": ["USER_BUSY"]},
+    # Only the causes FreeSWITCH knows are accepted (it would rewrite any other).
+    "cause": {"enum": ["", *sorted(Q850_CAUSES)], "examples": ["USER_BUSY"]},
     "page_size": {"minimum": 0, "maximum": 1000},
 }
 # Values fixed by the contract for one message's field.
 MESSAGE_FIELD_RULES: dict[tuple[str, str], dict[str, Any]] = {
     (ENVELOPE_TYPE, "status"): {"enum": ["in_progress"]},
+    # "" lists failed deliveries, as omitting it does.
+    ("callcontrol.v1.ListDeliveriesRequest", "status"): {"enum": ["", "failed", "pending", "delivered"]},
+    ("callcontrol.v1.Delivery", "status"): {"enum": ["pending", "delivered", "failed"]},
 }
 
 WELL_KNOWN: dict[str, dict[str, Any]] = {

@@ -6,7 +6,8 @@
 -- "body_fields" (the request message's fields, both spellings, rendered from the
 -- descriptor), a JSON object body with any other top-level key is refused 400
 -- naming it: the transcoder would silently drop it ({"Cause": ...} would hang up
--- with the default cause).
+-- with the default cause). A known key whose value is null is refused too (the
+-- transcoder reads it as omitted; the schema says the field's type).
 --
 -- Response: every 429 carries Retry-After, and what a route wants is data, in
 -- its metadata under "envoy.filters.http.lua":
@@ -25,7 +26,8 @@ local HOP_HEADERS = {
   "x-envoy-upstream-healthchecked-cluster",
 }
 
--- The top-level keys of a JSON object (raw text between the quotes), or nil
+-- The top-level keys of a JSON object ({name = raw text between the quotes,
+-- null = whether its value is null}), or nil
 -- when the text is not an object; a malformed body is left to the transcoder,
 -- which answers its own parse error. Own code: Envoy's Lua has no JSON library,
 -- and only the top-level keys are needed. Jumps from one structural character
@@ -56,7 +58,8 @@ local function top_level_keys(text)
         close = close + 2
       end
       if depth == 1 and expect_key then
-        keys[#keys + 1] = text:sub(pos + 1, close - 1)
+        local is_null = text:find("^%s*:%s*null", close + 1) ~= nil
+        keys[#keys + 1] = {name = text:sub(pos + 1, close - 1), null = is_null}
         expect_key = false
       end
       pos = close + 1
@@ -91,7 +94,15 @@ local function check_body_fields(handle, allowed)
     return
   end
   for _, key in ipairs(keys) do
-    if allowed[key] == nil then
+    if key.null and allowed[key.name] ~= nil then
+      -- The transcoder would read null as "omitted"; the schema says a string.
+      handle:respond(
+        {[":status"] = "400", ["content-type"] = "text/plain"},
+        'field "' .. printable(key.name) .. '" is null in the request body; omit it instead'
+      )
+      return
+    end
+    if allowed[key.name] == nil then
       local names = {}
       for name, _ in pairs(allowed) do
         names[#names + 1] = name
@@ -99,7 +110,7 @@ local function check_body_fields(handle, allowed)
       table.sort(names)
       handle:respond(
         {[":status"] = "400", ["content-type"] = "text/plain"},
-        'unknown field "' .. printable(key) .. '" in the request body; accepted: ' .. table.concat(names, ", ")
+        'unknown field "' .. printable(key.name) .. '" in the request body; accepted: ' .. table.concat(names, ", ")
       )
       return
     end
