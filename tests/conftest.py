@@ -18,6 +18,7 @@ from callcontrol.config import (
     Application,
     EslConfig,
     GatewayConfig,
+    LimitsConfig,
     OperationsConfig,
     WebhookConfig,
     demo_application,
@@ -41,7 +42,8 @@ E = TypeVar("E", bound=LifecycleEvent)
 def make_config(**overrides: Any) -> GatewayConfig:
     base = GatewayConfig(
         grpc_listen=Address("127.0.0.1", 0),
-        grpc_rate_limit_per_s=0,  # tests that want it set it; the REST tests measure Envoy's
+        # Tests that want limits set them (tests/gateway/test_limits.py).
+        limits=LimitsConfig(rate_limit_per_s=0, auth_failures_per_minute=0),
         esl=EslConfig(listen=Address("127.0.0.1", 0), reply_timeout_ms=2000),
         operations=OperationsConfig(timeout_ms=2000),
         webhooks=WebhookConfig(outbox_path=":memory:"),

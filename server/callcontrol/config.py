@@ -131,12 +131,20 @@ class RestConfig:
     # Envoy's REST listener and admin (admin is always loopback).
     listen: Address = Address("127.0.0.1", 8080)
     admin: Address = Address("127.0.0.1", 9901)
-    # Requests per second per application over REST (shared by all session endpoints).
-    rate_limit_per_s: int = 50
     tls: RestTlsConfig = field(default_factory=RestTlsConfig)
     # Envoy's JSON access log: "stderr", "stdout", "off", or a file path (its own
     # stream, apart from the banner on stdout).
     access_log: str = "stderr"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    # Requests per second per application and group, gRPC and REST counted together
+    # in the server after authentication (0: off). A bucket holds one second of them.
+    rate_limit_per_s: int = 50
+    # Failed authentications per minute per client address, in bursts of as many;
+    # past it every request from the address is refused 429 until it refills (0: off).
+    auth_failures_per_minute: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +168,9 @@ class ClusterConfig:
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     grpc_listen: Address = Address("127.0.0.1", 50051)
-    # Requests per second per application and group for gRPC callers (0: off);
-    # REST is limited by Envoy (rest.rate_limit_per_s) before it gets here.
-    grpc_rate_limit_per_s: int = 50
     # TLS of the gRPC server ([grpc.tls]).
     grpc_tls: GrpcTlsConfig = field(default_factory=GrpcTlsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     esl: EslConfig = field(default_factory=EslConfig)
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
@@ -230,7 +236,6 @@ _MINIMUM: dict[str, float] = {
     "webhooks.max_attempts": 1,
     "webhooks.max_age_s": 1,
     "webhooks.per_destination_concurrency": 1,
-    "rest.rate_limit_per_s": 1,
     "cluster.heartbeat_ms": 1,
     "cluster.expiry_ms": 1,
 }
@@ -312,7 +317,16 @@ def setting(key: str) -> Setting:
     raise KeyError(key)
 
 
+# Settings that moved: a stale key must not be silently ignored, nor merely "unknown".
+_MOVED = {
+    "grpc.rate_limit_per_s": "limits.rate_limit_per_s (gRPC and REST)",
+    "rest.rate_limit_per_s": "limits.rate_limit_per_s (gRPC and REST)",
+}
+
+
 def _unknown(key: str, known: Iterable[str]) -> ConfigError:
+    if key in _MOVED:
+        return ConfigError(f"{key}: moved to {_MOVED[key]}")
     prefix, _, last = key.rpartition(".")
     close = difflib.get_close_matches(last, list(known), n=1)
     hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""

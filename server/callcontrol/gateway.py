@@ -19,7 +19,7 @@ from grpc_health.v1._async import HealthServicer
 
 from callcontrol.api.auth import Authenticator
 from callcontrol.api.interceptors import GatewayInterceptor
-from callcontrol.api.ratelimit import RateLimiter, method_groups
+from callcontrol.api.ratelimit import AuthFailureLimiter, RateLimiter, method_groups
 from callcontrol.api.reflection import enable_reflection
 from callcontrol.api.servicers import OperationsServicer, SessionCommandsServicer, SessionsServicer
 from callcontrol.api.tls import server_credentials
@@ -79,13 +79,20 @@ class Gateway:
             metrics=LinkMetrics(self.registry),
         )
         self.health = HealthServicer()
+        # The one place requests are limited, for gRPC and REST (Envoy has no limiter).
+        limits = config.limits
         limiter = None
-        if config.grpc_rate_limit_per_s > 0:
+        if limits.rate_limit_per_s > 0:
             groups = method_groups((b.service, b.method, b.group) for b in load_api().bindings)
-            limiter = RateLimiter(config.grpc_rate_limit_per_s, groups)
+            limiter = RateLimiter(limits.rate_limit_per_s, groups)
+        auth_failures = None
+        if limits.auth_failures_per_minute > 0:
+            auth_failures = AuthFailureLimiter(limits.auth_failures_per_minute)
         self.server = grpc.aio.server(
             interceptors=[
-                GatewayInterceptor(Authenticator(config.applications), limiter, RpcMetrics(self.registry))
+                GatewayInterceptor(
+                    Authenticator(config.applications), limiter, RpcMetrics(self.registry), auth_failures
+                )
             ]
         )
         commands_pb2_grpc.add_SessionCommandsServicer_to_server(

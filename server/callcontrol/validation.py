@@ -15,6 +15,9 @@ from callcontrol.errors import FieldViolation, InvalidArgument
 _COMMAND_UID = re.compile(r"[a-zA-Z0-9._-]{1,128}")
 _CAUSE = re.compile(r"[A-Z_]{1,64}")
 DEFAULT_CAUSE = "NORMAL_CLEARING"
+# Every list endpoint: at most this many items per page, DEFAULT_PAGE_SIZE when 0.
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
 
 
 def session_id_violation(value: str, field: str = "session_id") -> FieldViolation | None:
@@ -48,6 +51,15 @@ def cause_violation(value: str) -> FieldViolation | None:
     if value not in Q850_CAUSES:
         return FieldViolation("cause", f"{value} is not a Q.850 cause FreeSWITCH knows")
     return None
+
+
+def page_size(value: int) -> int:
+    """The page size a list asked for (0: the default); out of range is refused, never clamped."""
+    if not 0 <= value <= MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            [FieldViolation("page_size", f"between 0 and {MAX_PAGE_SIZE} (0: {DEFAULT_PAGE_SIZE})")]
+        )
+    return value or DEFAULT_PAGE_SIZE
 
 
 def check(*violations: FieldViolation | None) -> None:

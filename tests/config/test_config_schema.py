@@ -33,8 +33,14 @@ def load(toml: str) -> GatewayConfig:
     [
         ('simulator = "false"', r"^simulator: expected a boolean \(true or false\), got a string 'false'$"),
         ("simulator = 0", r"^simulator: expected a boolean"),
-        ('[grpc]\nrate_limit_per_s = "50"', r"^grpc\.rate_limit_per_s: expected an integer, got a string"),
-        ("[grpc]\nrate_limit_per_s = true", r"^grpc\.rate_limit_per_s: expected an integer, got a boolean"),
+        (
+            '[limits]\nrate_limit_per_s = "50"',
+            r"^limits\.rate_limit_per_s: expected an integer, got a string",
+        ),
+        (
+            "[limits]\nrate_limit_per_s = true",
+            r"^limits\.rate_limit_per_s: expected an integer, got a boolean",
+        ),
         ("[esl]\nreply_timeout_ms = 1.5", r"^esl\.reply_timeout_ms: expected an integer, got a float"),
         ("[webhooks]\nmax_age_s = nan", r"^webhooks\.max_age_s: expected a number >= 1"),
         ("[webhooks]\noutbox_path = 3", r"^webhooks\.outbox_path: expected a string, got an integer 3"),
@@ -78,14 +84,14 @@ def test_an_unknown_key_is_an_error_naming_it(toml: str, message: str) -> None:
 def test_well_typed_values_load() -> None:
     cfg = load(
         "simulator = true\nlog_level = 'debug'\n"
-        "[grpc]\nlisten = '0.0.0.0:6000'\nrate_limit_per_s = 0\n"
+        "[grpc]\nlisten = '0.0.0.0:6000'\n[limits]\nrate_limit_per_s = 0\n"
         "[webhooks]\nmax_age_s = 60\n"  # an integer where a float is wanted is fine
         "[metrics]\nlisten = 'off'\n"
     )
     assert cfg.simulator is True
     assert cfg.log_level == "DEBUG"
     assert cfg.grpc_listen == Address("0.0.0.0", 6000)
-    assert cfg.grpc_rate_limit_per_s == 0
+    assert cfg.limits.rate_limit_per_s == 0
     assert cfg.webhooks.max_age_s == 60.0
     assert isinstance(cfg.webhooks.max_age_s, float)
     assert cfg.metrics_listen is None

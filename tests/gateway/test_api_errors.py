@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from callcontrol.config import GatewayConfig
+from callcontrol.config import GatewayConfig, LimitsConfig
 from callcontrol.events import CallInitiated, Subscription
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2, operations_pb2, sessions_pb2
@@ -136,7 +136,9 @@ async def test_health_and_reflection_answer_without_credentials(channel: grpc.ai
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.mark.parametrize("config", [make_config(grpc_rate_limit_per_s=3)])
+@pytest.mark.parametrize(
+    "config", [make_config(limits=LimitsConfig(rate_limit_per_s=3, auth_failures_per_minute=0))]
+)
 async def test_grpc_callers_over_the_limit_are_resource_exhausted_with_retry_info(
     stubs: Stubs, config: GatewayConfig
 ) -> None:
@@ -159,3 +161,33 @@ async def test_grpc_callers_over_the_limit_are_resource_exhausted_with_retry_inf
     assert other.code() is grpc.StatusCode.NOT_FOUND
     listed = await stubs.sessions.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=OTHER_AUTH)
     assert list(listed.sessions) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "raw", "field"),
+    [
+        # field 1 (session_id), length 2, bytes that are not UTF-8
+        ("/callcontrol.v1.Sessions/GetSession", b"\x0a\x02\xff\xfe", "session_id"),
+        # field 3 (cause) of HangupRequest
+        ("/callcontrol.v1.SessionCommands/Hangup", b"\x1a\x01\xc3", "cause"),
+        # not protobuf at all: a truncated length-delimited field
+        ("/callcontrol.v1.Sessions/ListSessions", b"\x12\x09ab", "request"),
+    ],
+)
+async def test_a_request_protobuf_cannot_parse_is_invalid_argument_naming_the_field(
+    channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture, method: str, raw: bytes, field: str
+) -> None:
+    call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(raw, metadata=DEMO_AUTH)
+
+    # Was INTERNAL "Exception deserializing request!" and a logged traceback.
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    raw_status = dict(err.value.trailing_metadata() or ())["grpc-status-details-bin"]
+    details = status_pb2.Status.FromString(raw_status).details
+    [bad_request] = [d for d in details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR)]
+    violations = error_details_pb2.BadRequest()
+    bad_request.Unpack(violations)
+    assert [v.field for v in violations.field_violations] == [field]
+    assert not [r for r in caplog.records if r.exc_info]

@@ -25,8 +25,6 @@ from callcontrol.rest import EnvoyProcess
 
 DEMO_HEADERS = {"X-App-ID": DEMO_APP_ID, "X-API-Key": DEMO_API_KEY}
 JSON_HEADERS = {**DEMO_HEADERS, "Content-Type": "application/json"}
-# High enough that only the rate-limit tests ever see a 429.
-TEST_RATE_PER_S = 10_000
 # Fast health checks: /healthz follows the gRPC server within a fraction of a second.
 HEALTH_CHECK_INTERVAL_MS = 200
 TERMINAL = {"succeeded", "failed", "timed_out"}
@@ -98,10 +96,8 @@ async def eventually(probe: Callable[[], Awaitable[bool]], what: str, within: fl
         await asyncio.sleep(0.02)
 
 
-def rest_config(rate_limit_per_s: int = TEST_RATE_PER_S) -> RestConfig:
-    return RestConfig(
-        listen=Address("127.0.0.1", 0), admin=Address("127.0.0.1", 0), rate_limit_per_s=rate_limit_per_s
-    )
+def rest_config() -> RestConfig:
+    return RestConfig(listen=Address("127.0.0.1", 0), admin=Address("127.0.0.1", 0))
 
 
 EnvoyFactory = Callable[..., Awaitable[EnvoyProcess]]
@@ -112,12 +108,10 @@ async def envoy_factory(tmp_path: Path) -> AsyncIterator[EnvoyFactory]:
     """Start Envoys (each in its own run dir) and stop every one at teardown."""
     started: list[EnvoyProcess] = []
 
-    async def start(
-        grpc_address: Address, *, rate_limit_per_s: int = TEST_RATE_PER_S, healthy: bool = True
-    ) -> EnvoyProcess:
+    async def start(grpc_address: Address, *, healthy: bool = True) -> EnvoyProcess:
         run_dir = tmp_path / f"envoy-{len(started)}"
         envoy = EnvoyProcess(
-            rest_config(rate_limit_per_s),
+            rest_config(),
             grpc_address,
             run_dir,
             access_log_path=run_dir / "access.log",

@@ -83,7 +83,6 @@ def test_filters_run_in_the_order_the_202_and_health_need() -> None:
     assert names == [
         "envoy.filters.http.lua",  # before the transcoder: sees the transcoded response
         "envoy.filters.http.health_check",
-        "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.grpc_json_transcoder",
         "callcontrol.grpc_status",  # after the transcoder: sees the server's grpc-status
         "envoy.filters.http.router",
@@ -104,7 +103,7 @@ def test_only_the_envelope_commands_answer_202_and_are_never_retried_once_sent()
     others = [r for name, r in routes.items() if r not in commands and "route" in r]
     assert others
     for route in others:
-        lua = route["metadata"]["filter_metadata"].get("envoy.filters.http.lua", {})
+        lua = route.get("metadata", {}).get("filter_metadata", {}).get("envoy.filters.http.lua", {})
         assert "success_status" not in lua, route["name"]
         if route["match"]["headers"][0]["string_match"]["exact"] != "GET":
             assert "unavailable" not in route["route"]["retry_policy"]["retry_on"], route["name"]
@@ -120,24 +119,50 @@ def test_the_watch_route_has_no_deadline_but_an_idle_timeout_and_streams_ndjson(
     }
 
 
-def test_session_commands_share_the_rate_limit_group_of_the_session_endpoints() -> None:
-    config = _render(RestConfig(rate_limit_per_s=7))
-    routes = _routes(config)
+def test_envoy_limits_nothing_and_tells_the_server_the_client_address() -> None:
+    # One limiter, in the server, after authentication: a limiter here keyed on the
+    # raw X-App-ID let an unauthenticated client spend an application's budget.
+    hcm = _hcm(_render())
 
-    def group(name: str) -> str:
-        return str(routes[name]["metadata"]["filter_metadata"]["callcontrol"]["rate_limit_group"])
+    assert not [f for f in hcm["http_filters"] if "ratelimit" in f["name"]]
+    # Envoy appends the peer it accepted to X-Forwarded-For; the server reads the last entry.
+    assert hcm["use_remote_address"] is True
+    assert hcm.get("skip_xff_append", False) is False
+    assert hcm.get("xff_num_trusted_hops", 0) == 0
 
-    session_routes = [
-        n for n in routes if n.startswith(("callcontrol.v1.SessionCommands.", "callcontrol.v1.Sessions."))
+
+def test_body_routes_list_the_fields_their_body_may_have_in_both_spellings() -> None:
+    routes = _routes(_render())
+
+    hangup = routes["callcontrol.v1.SessionCommands.Hangup"]["metadata"]["filter_metadata"]
+    assert set(hangup["envoy.filters.http.lua"]["body_fields"]) == {
+        "session_id",
+        "sessionId",
+        "command_uid",
+        "commandUid",
+        "cause",
+    }
+    get = routes["callcontrol.v1.Sessions.GetSession"]
+    assert "body_fields" not in get.get("metadata", {}).get("filter_metadata", {}).get(
+        "envoy.filters.http.lua", {}
+    )
+
+
+def test_a_known_path_with_another_method_is_405_with_allow() -> None:
+    routes = list(_routes(_render()).values())
+    names = [r["name"] for r in routes]
+    hangup_regex = _routes(_render())["callcontrol.v1.SessionCommands.Hangup"]["match"]["safe_regex"]["regex"]
+
+    [fallback] = [
+        r
+        for r in routes
+        if r["name"].startswith("method_not_allowed") and r["match"]["safe_regex"]["regex"] == hangup_regex
     ]
-    assert len(session_routes) == 5
-    assert {group(n) for n in session_routes} == {"sessions"}
-    assert group("callcontrol.v1.Operations.GetOperation") == "operations"
-    limiter = _filter(config, "envoy.filters.http.local_ratelimit")
-    buckets = {d["entries"][0]["value"]: d for d in limiter["descriptors"]}
-    assert buckets["sessions"]["entries"][1] == {"key": "app_id"}  # one bucket per application
-    assert buckets["sessions"]["token_bucket"]["max_tokens"] == 7
-    assert limiter["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
+    assert fallback["direct_response"]["status"] == 405
+    assert fallback["response_headers_to_add"][0]["header"] == {"key": "allow", "value": "POST"}
+    # After every API route, before the catch-all 404.
+    assert names.index(fallback["name"]) > names.index("callcontrol.v1.SessionCommands.Hangup")
+    assert names.index(fallback["name"]) < names.index("not_found")
 
 
 def test_infrastructure_routes_bypass_the_transcoder() -> None:
@@ -157,7 +182,7 @@ def test_every_local_error_status_gets_the_json_error_shape() -> None:
         if "status_code_filter" in m["filter"]
     }
 
-    assert {400, 404, 413, 429, 503} <= statuses
+    assert {400, 404, 405, 413, 503} <= statuses
     for mapper in mappers[1:]:
         assert set(mapper["body_format_override"]["json_format"]) == {"code", "message", "details"}
 
@@ -171,7 +196,6 @@ def test_a_new_service_in_the_descriptor_is_routed_without_code_changes(tmp_path
     assert "callcontrol.v1.Extra" in _filter(config, "envoy.filters.http.grpc_json_transcoder")["services"]
     route = _routes(config)["callcontrol.v1.Extra.Ping"]
     assert route["match"]["safe_regex"]["regex"] == "^/api/v1/extras/[^/]+/ping$"
-    assert route["metadata"]["filter_metadata"]["callcontrol"]["rate_limit_group"] == "extras"
     document = callcontrol.rest.build_openapi(api)
     assert "post" in document["paths"]["/api/v1/extras/{extra_id}/ping"]
 

@@ -39,9 +39,14 @@ async def _live_routes(http: aiohttp.ClientSession, envoy: EnvoyProcess) -> list
 
 def _route_matches(route: dict[str, Any], method: str, path: str) -> bool:
     match = route["match"]
-    methods = [h["string_match"]["exact"] for h in match.get("headers", []) if h["name"] == ":method"]
-    if methods and method not in methods:
-        return False
+    for header in match.get("headers", []):
+        if header["name"] != ":method":
+            continue
+        wanted = header["string_match"]
+        if "exact" in wanted and method != wanted["exact"]:
+            return False
+        if "safe_regex" in wanted and not re.fullmatch(wanted["safe_regex"]["regex"], method):
+            return False
     if "path" in match:
         return bool(path == match["path"])
     if "safe_regex" in match:
@@ -59,7 +64,7 @@ async def test_openapi_json_is_served_and_is_the_generated_document(rest: RestCl
 
     assert reply.status == 200
     assert reply.headers["content-type"] == "application/json"
-    assert reply.json() == __import__("json").loads(render_openapi(rate_limit_per_s=10_000))
+    assert reply.json() == __import__("json").loads(render_openapi())
 
 
 async def test_every_documented_operation_has_a_route_and_every_route_is_documented(
@@ -73,8 +78,8 @@ async def test_every_documented_operation_has_a_route_and_every_route_is_documen
         assert _route_for(routes, method, _sample_path(path)) != "not_found", (method, path)
 
     for route in routes:
-        if route["name"] == "not_found":
-            continue
+        if route["name"] == "not_found" or route["name"].endswith("405") or "not_allowed" in route["name"]:
+            continue  # the catch-all and the 405 answers of documented paths
         documented = [
             (m, p) for m, p in operations if _route_for(routes, m, _sample_path(p)) == route["name"]
         ]

@@ -1,10 +1,18 @@
-"""Token buckets per application and group (no sockets, a fake clock)."""
+"""Token buckets per application and group, and per client address (no sockets, a fake clock)."""
 
 from __future__ import annotations
 
 import pytest
 
-from callcontrol.api.ratelimit import RateLimited, RateLimiter, method_groups, retry_after_seconds
+from callcontrol.api.client_address import client_address
+from callcontrol.api.ratelimit import (
+    AuthFailureLimiter,
+    RateLimited,
+    RateLimiter,
+    TokenBuckets,
+    method_groups,
+    retry_after_seconds,
+)
 
 GROUPS = method_groups(
     [
@@ -58,3 +66,47 @@ def test_an_idle_bucket_holds_at_most_one_second_of_requests() -> None:
         limiter.check("a", LIST)
     with pytest.raises(RateLimited):
         limiter.check("a", LIST)
+
+
+def test_failed_authentications_are_limited_per_address_and_refill() -> None:
+    clock = Clock()
+    limiter = AuthFailureLimiter(3, clock=clock)  # 3 per minute, in a burst of 3
+    for _ in range(3):
+        limiter.check("198.51.100.7")
+        limiter.failed("198.51.100.7")
+    with pytest.raises(RateLimited) as err:
+        limiter.check("198.51.100.7")
+    assert err.value.retry_after_s == pytest.approx(20.0)
+    assert retry_after_seconds(err.value) == 20
+    limiter.check("198.51.100.8")  # another address
+    clock.now += 20
+    limiter.check("198.51.100.7")
+
+
+def test_the_tracked_addresses_are_bounded_least_recent_first() -> None:
+    buckets: TokenBuckets[str] = TokenBuckets(1.0, 1.0, max_keys=2, clock=Clock())
+    buckets.spend("a")
+    buckets.spend("b")
+    assert buckets.wait("a") > 0  # touched: now the most recent
+    buckets.spend("c")  # evicts b
+    assert buckets.wait("a") > 0
+    assert buckets.wait("b") == 0
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("ipv4:203.0.113.5:4000", None, "203.0.113.5"),
+        # Only a loopback peer (Envoy beside the server) is believed, and only its last hop.
+        ("ipv4:203.0.113.5:4000", "10.0.0.1", "203.0.113.5"),
+        ("ipv4:127.0.0.1:4000", "198.51.100.1, 203.0.113.9", "203.0.113.9"),
+        ("ipv6:[::1]:4000", "2001:db8::1", "2001:db8::1"),
+        ("ipv4:127.0.0.1:4000", "not-an-address", "127.0.0.1"),
+        ("ipv6:[2001:db8::2]:4000", None, "2001:db8::2"),
+        ("unix:/run/gw.sock", "203.0.113.9", "unix:/run/gw.sock"),
+    ],
+)
+def test_the_client_address_is_the_peer_or_envoys_last_hop(
+    peer: str, forwarded: str | None, expected: str
+) -> None:
+    assert client_address(peer, forwarded) == expected

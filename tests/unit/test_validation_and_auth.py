@@ -76,3 +76,14 @@ def test_config_accepts_a_hashed_key_and_names_bad_settings() -> None:
     ):
         with pytest.raises(ConfigError, match=setting.replace("[", r"\[").replace("]", r"\]")):
             from_mapping(raw)
+
+
+def test_limits_are_one_section_and_the_old_per_path_keys_are_refused_by_name() -> None:
+    cfg = from_mapping({"limits": {"rate_limit_per_s": 7, "auth_failures_per_minute": 0}})
+    assert (cfg.limits.rate_limit_per_s, cfg.limits.auth_failures_per_minute) == (7, 0)
+    for old in ("grpc", "rest"):
+        # Two settings for one budget were how REST got counted twice; never ignore a stale one.
+        with pytest.raises(ConfigError, match=rf"{old}\.rate_limit_per_s: moved to limits\.rate_limit_per_s"):
+            from_mapping({old: {"rate_limit_per_s": 5}})
+    with pytest.raises(ConfigError, match=r"limits\.auth_failures_per_minute"):
+        from_mapping({"limits": {"auth_failures_per_minute": -1}})

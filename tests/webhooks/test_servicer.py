@@ -172,7 +172,9 @@ async def test_pages_through_a_long_list(service: WebhookService, api: Api) -> N
     wrong_listing = api.list("a", status="delivered", page_token=first_page.next_page_token)
     assert await _code(wrong_listing) is grpc.StatusCode.INVALID_ARGUMENT
     assert await _code(api.list("a", page_size=-1)) is grpc.StatusCode.INVALID_ARGUMENT
-    assert len((await api.list("a", page_size=5000)).deliveries) == 5  # capped, not refused
+    # Refused like every other list's (was silently capped at 1000).
+    assert await _code(api.list("a", page_size=1001)) is grpc.StatusCode.INVALID_ARGUMENT
+    assert len((await api.list("a", page_size=1000)).deliveries) == 5
 
 
 async def test_get_shows_every_attempt_and_the_body(service: WebhookService, api: Api) -> None:

@@ -1,4 +1,5 @@
-"""The one interceptor every RPC passes: request id, authentication, error mapping, metrics.
+"""The one interceptor every RPC passes: request id, limits, authentication, error mapping,
+metrics.
 
 Handlers are wrapped (not just pre-checked) so the caller's identity and the
 request id live in context variables for exactly the handler's run, and every
@@ -20,10 +21,12 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from callcontrol.api.auth import Authenticator
+from callcontrol.api.client_address import FORWARDED_FOR, client_address
+from callcontrol.api.decoding import Undecodable, lenient
 from callcontrol.api.identity import request_id, set_current_app
-from callcontrol.api.ratelimit import RateLimiter
+from callcontrol.api.ratelimit import AuthFailureLimiter, RateLimiter
 from callcontrol.api.status import to_status
-from callcontrol.errors import GatewayError
+from callcontrol.errors import GatewayError, Unauthenticated
 from callcontrol.metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
@@ -43,10 +46,12 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         authenticator: Authenticator,
         limiter: RateLimiter | None = None,
         metrics: RpcMetrics | None = None,
+        auth_failures: AuthFailureLimiter | None = None,
     ) -> None:
         self._auth = authenticator
         self._limiter = limiter
         self._metrics = metrics or RpcMetrics(CollectorRegistry())
+        self._auth_failures = auth_failures
 
     async def intercept_service(
         self,
@@ -60,14 +65,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 # grpc.aio streaming handlers are async generators; the stubs say Iterator.
                 self._wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -78,7 +83,18 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         # own); anything else is replaced, so no client text lands in every log line.
         given = md.get("x-request-id", "")
         request_id.set(given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4()))
-        app = self._auth.authenticate(md.get("x-app-id"), md.get("x-api-key"))
+        # Failed authentications are limited per client address, checked before the
+        # key so an address over its allowance learns nothing from its guesses. The
+        # application's own budget is spent only once the caller has proved its key.
+        address = client_address(context.peer(), md.get(FORWARDED_FOR))
+        if self._auth_failures is not None:
+            self._auth_failures.check(address)
+        try:
+            app = self._auth.authenticate(md.get("x-app-id"), md.get("x-api-key"))
+        except Unauthenticated:
+            if self._auth_failures is not None:
+                self._auth_failures.failed(address)
+            raise
         set_current_app(app)
         if self._limiter is not None:
             self._limiter.check(app.app_id, method)
@@ -110,6 +126,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             outcome: BaseException | None = None
             try:
                 self._enter(method, context)
+                if isinstance(request, Undecodable):
+                    raise request.error()
                 return await inner(request, context)
             except GatewayError as exc:
                 outcome = exc
@@ -131,6 +149,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             outcome: BaseException | None = None
             try:
                 self._enter(method, context)
+                if isinstance(request, Undecodable):
+                    raise request.error()
                 async for item in inner(request, context):
                     yield item
             except GatewayError as exc:

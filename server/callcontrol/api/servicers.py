@@ -16,7 +16,6 @@ from callcontrol import validation as v
 from callcontrol.api import convert
 from callcontrol.api.identity import current_app
 from callcontrol.control import CallControl
-from callcontrol.errors import FieldViolation
 from callcontrol.v1 import (
     commands_pb2,
     commands_pb2_grpc,
@@ -27,8 +26,6 @@ from callcontrol.v1 import (
 )
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 
 
 def _command_uid(value: str) -> str:
@@ -108,12 +105,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServicer):
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: Context
     ) -> sessions_pb2.ListSessionsResponse:
-        size = request.page_size or DEFAULT_PAGE_SIZE
-        v.check(
-            FieldViolation("page_size", f"between 0 and {MAX_PAGE_SIZE}")
-            if not 0 < size <= MAX_PAGE_SIZE
-            else None
-        )
+        size = v.page_size(request.page_size)
         sessions, token = self._control.sessions.page(current_app().app_id, size, request.page_token)
         return sessions_pb2.ListSessionsResponse(
             sessions=[convert.session(s) for s in sessions], next_page_token=token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
@@ -21,6 +22,16 @@ _CODES: dict[type[errors.GatewayError], int] = {
     errors.Unavailable: code_pb2.UNAVAILABLE,
 }
 DOMAIN = "callcontrol.gateway"
+# Metadata a RESOURCE_EXHAUSTED carries for HTTP clients: Envoy's rest.lua copies it
+# into the 429's Retry-After header (gRPC clients read RetryInfo).
+RETRY_AFTER = "retry-after"
+
+
+@dataclass(frozen=True, slots=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -61,4 +72,7 @@ def to_status(error: errors.GatewayError) -> grpc.Status:
     status: grpc.Status = rpc_status.to_status(
         status_pb2.Status(code=code, message=error.message, details=details)
     )
+    if isinstance(error, RateLimited):
+        extra = ((RETRY_AFTER, str(retry_after_seconds(error))),)
+        return _Status(status.code, status.details, (*status.trailing_metadata, *extra))
     return status

@@ -23,30 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     defaults = RestConfig()
     parser = argparse.ArgumentParser(prog="python -m callcontrol.rest", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    openapi = commands.add_parser("openapi", help="print the OpenAPI document")
-    openapi.add_argument(
-        "--rate-limit", type=int, default=defaults.rate_limit_per_s, help="per app per second"
-    )
+    commands.add_parser("openapi", help="print the OpenAPI document")
     config = commands.add_parser("config", help="write envoy.json and openapi.json")
     config.add_argument("--grpc", required=True, help="host:port of the gateway's gRPC server")
     config.add_argument("--listen", default=str(defaults.listen), help="REST listener host:port")
     config.add_argument("--admin", default=str(defaults.admin), help="Envoy admin host:port (loopback)")
-    config.add_argument(
-        "--rate-limit", type=int, default=defaults.rate_limit_per_s, help="per app per second"
-    )
     config.add_argument(
         "--access-log", type=Path, default=None, help="JSON access log file (default: stderr)"
     )
     config.add_argument("--out", type=Path, default=Path(".run/envoy"), help="directory to write into")
     args = parser.parse_args(argv)
     if args.command == "openapi":
-        sys.stdout.write(render_openapi(rate_limit_per_s=args.rate_limit))
+        sys.stdout.write(render_openapi())
         return 0
     try:
         rest = RestConfig(
             listen=Address.parse(args.listen, "--listen"),
             admin=Address.parse(args.admin, "--admin"),
-            rate_limit_per_s=args.rate_limit,
         )
         files = write_run_files(
             args.out, rest, Address.parse(args.grpc, "--grpc"), access_log_path=args.access_log

@@ -2,15 +2,18 @@
 
 Request path through the one HTTP connection manager::
 
-    lua (202, strip grpc-*) → health_check (/healthz) → local_ratelimit → grpc_json_transcoder → router
+    lua (202, strip grpc-*) → health_check (/healthz) → grpc_json_transcoder → router
 
 * Routes come from the descriptor's ``google.api.http`` bindings (``envoy_routes.py``),
   so every service in the set is served; anything else is a JSON 404.
 * A method returning the deferred ``OperationEnvelope`` (the session commands) is
   answered 202 by ``rest.lua`` as its route's metadata asks, and is never retried
   once sent.
-* Envoy's own replies (parse errors, 404, 413, 429, 503) are rewritten into the
+* Envoy's own replies (parse errors, 404, 405, 413, 503) are rewritten into the
   server's error shape ``{code, message, details}`` (``envoy_replies.py``).
+* No rate limiter here: the server limits each application after authenticating it
+  and failed authentications per client address, which it reads as the last
+  ``x-forwarded-for`` entry (``use_remote_address`` makes Envoy append the peer).
 * ``/healthz`` is answered by the health_check filter from the gRPC cluster's
   active ``grpc.health.v1`` checks; ``/openapi.json`` is a direct response.
 
@@ -32,14 +35,14 @@ from callcontrol.rest.envoy_routes import (
     CLUSTER,
     LUA,
     MAX_REQUEST_BODY_BYTES,
+    MAX_RESPONSE_BODY_BYTES,
+    READ_METHODS,
     STREAM_IDLE_TIMEOUT_S,
     TRANSCODER,
     build_routes,
-    rate_limit_actions,
 )
 
 _T = "type.googleapis.com/"
-_RATELIMIT = "envoy.filters.http.local_ratelimit"
 _CONNECTIONS_MONITOR = (
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
@@ -193,10 +196,7 @@ def _access_log(target: str) -> list[dict[str, Any]]:
     return [{"name": name, "filter": not_health, "typed_config": {**typed, "log_format": log_format}}]
 
 
-def _http_filters(api: ApiDescriptor, rest: RestConfig) -> list[dict[str, Any]]:
-    per_s = rest.rate_limit_per_s
-    bucket = {"max_tokens": per_s, "tokens_per_fill": per_s, "fill_interval": "1s"}
-    groups = sorted({b.group for b in api.bindings})
+def _http_filters(api: ApiDescriptor) -> list[dict[str, Any]]:
     return [
         {
             "name": LUA,
@@ -211,45 +211,11 @@ def _http_filters(api: ApiDescriptor, rest: RestConfig) -> list[dict[str, Any]]:
                 "@type": _T + "envoy.extensions.filters.http.health_check.v3.HealthCheck",
                 "pass_through_mode": False,
                 # The path with or without a query string.
-                "headers": [{"name": ":path", "string_match": {"safe_regex": {"regex": HEALTH_PATH_REGEX}}}],
+                "headers": [
+                    {"name": ":path", "string_match": {"safe_regex": {"regex": HEALTH_PATH_REGEX}}},
+                    READ_METHODS,
+                ],
                 "cluster_min_healthy_percentages": {CLUSTER: {"value": 100.0}},
-            },
-        },
-        {
-            "name": _RATELIMIT,
-            "typed_config": {
-                "@type": _T + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-                "stat_prefix": "rest_ratelimit",
-                # Requests with no application id (refused 401 upstream anyway) share one
-                # generous bucket, so they cannot flood the server either.
-                "token_bucket": {
-                    "max_tokens": per_s * 20,
-                    "tokens_per_fill": per_s * 20,
-                    "fill_interval": "1s",
-                },
-                "filter_enabled": {
-                    "runtime_key": "callcontrol.ratelimit.enabled",
-                    "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-                },
-                "filter_enforced": {
-                    "runtime_key": "callcontrol.ratelimit.enforced",
-                    "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-                },
-                "rate_limits": rate_limit_actions(),
-                "descriptors": [
-                    {"entries": [{"key": "group", "value": g}, {"key": "app_id"}], "token_bucket": bucket}
-                    for g in groups
-                ],
-                # Bound the per-app buckets an attacker can create with made-up app ids.
-                "max_dynamic_descriptors": 10000,
-                "always_consume_default_token_bucket": False,
-                "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
-                "response_headers_to_add": [
-                    {
-                        "header": {"key": "retry-after", "value": "1"},
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    }
-                ],
             },
         },
         {
@@ -271,6 +237,9 @@ def _http_filters(api: ApiDescriptor, rest: RestConfig) -> list[dict[str, Any]]:
                     "reject_binding_body_field_collisions": True,
                 },
                 "max_request_body_size": MAX_REQUEST_BODY_BYTES,
+                # A unary response is buffered whole to be transcoded; the default cap
+                # (the connection buffer) is smaller than a full page of a list.
+                "max_response_body_size": MAX_RESPONSE_BODY_BYTES,
             },
         },
         {
@@ -387,7 +356,7 @@ def render_envoy_config(
                 {"name": "callcontrol", "domains": ["*"], "routes": build_routes(api, openapi_file)}
             ],
         },
-        "http_filters": _with_grpc_status_recorder(_http_filters(api, rest)),
+        "http_filters": _with_grpc_status_recorder(_http_filters(api)),
     }
     bootstrap = {
         "node": {"id": "callcontrol-rest", "cluster": "callcontrol"},

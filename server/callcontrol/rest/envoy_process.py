@@ -91,7 +91,7 @@ def write_run_files(
     api = api or load_api()
     run_dir.mkdir(parents=True, exist_ok=True)
     openapi = run_dir / "openapi.json"
-    openapi.write_text(render_openapi(api, rate_limit_per_s=rest.rate_limit_per_s), encoding="utf-8")
+    openapi.write_text(render_openapi(api), encoding="utf-8")
     config = run_dir / "envoy.json"
     config.write_text(
         render_envoy_config(

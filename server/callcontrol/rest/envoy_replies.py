@@ -1,7 +1,7 @@
 """Envoy's own replies in the server's error shape, ``{code, message, details}``.
 
 The transcoder turns the server's gRPC errors into google.rpc.Status JSON; Envoy's
-local replies (parse errors, unknown route, 413, 429, 503) would otherwise be plain
+local replies (parse errors, unknown route, 405, 413, 503) would otherwise be plain
 text. ``local_reply_config`` mappers rewrite each status into the same shape, with a
 google.rpc.ErrorInfo saying which reply it was and Envoy's own detail string.
 """
@@ -35,9 +35,9 @@ LOCAL_ERRORS: tuple[_LocalError, ...] = (
     _LocalError(401, 16, "UNAUTHENTICATED", ""),
     _LocalError(403, 7, "PERMISSION_DENIED", ""),
     _LocalError(404, 5, "ROUTE_NOT_FOUND", "no such API route (check the path and the HTTP method)"),
+    _LocalError(405, 12, "METHOD_NOT_ALLOWED", "this path does not serve this HTTP method (see Allow)"),
     _LocalError(408, 4, "REQUEST_TIMEOUT", "the request was not received in time"),
     _LocalError(413, 3, "BODY_TOO_LARGE", f"request body larger than {MAX_REQUEST_BODY_BYTES} bytes"),
-    _LocalError(429, 8, "RATE_LIMITED", "rate limit exceeded for this application; retry after Retry-After"),
     _LocalError(431, 3, "HEADERS_TOO_LARGE", "request headers too large"),
     _LocalError(500, 13, "INTERNAL", "internal error in the REST gateway"),
     _LocalError(501, 12, "UNIMPLEMENTED", ""),

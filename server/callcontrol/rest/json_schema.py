@@ -13,6 +13,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
+from callcontrol.causes import Q850_CAUSES
 from callcontrol.rest.descriptor import ApiDescriptor
 from callcontrol.rest.envoy_routes import ENVELOPE_TYPE
 
@@ -25,13 +26,18 @@ _INT64 = {_F.TYPE_INT64, _F.TYPE_SINT64, _F.TYPE_SFIXED64, _F.TYPE_UINT64, _F.TY
 FIELD_RULES: dict[str, dict[str, Any]] = {
     "session_id": {"format": "uuid"},
     "operation_id": {"format": "uuid"},
-    "command_uid": {"minLength": 1, "maxLength": 128, "pattern": "^[a-zA-Z0-9._-]+$"},
-    "cause": {"minLength": 1, "maxLength": 64, "pattern": "^[A-Z_]+$", "examples": ["USER_BUSY"]},
+    # "" is the same as omitted (proto3): a fresh UUID, NORMAL_CLEARING.
+    "command_uid": {"maxLength": 128, "pattern": "^[a-zA-Z0-9._-]*$"},
+    # Only the causes FreeSWITCH knows are accepted (it would rewrite any other).
+    "cause": {"enum": ["", *sorted(Q850_CAUSES)], "examples": ["USER_BUSY"]},
     "page_size": {"minimum": 0, "maximum": 1000},
 }
 # Values fixed by the contract for one message's field.
 MESSAGE_FIELD_RULES: dict[tuple[str, str], dict[str, Any]] = {
     (ENVELOPE_TYPE, "status"): {"enum": ["in_progress"]},
+    # "" lists failed deliveries, as omitting it does.
+    ("callcontrol.v1.ListDeliveriesRequest", "status"): {"enum": ["", "failed", "pending", "delivered"]},
+    ("callcontrol.v1.Delivery", "status"): {"enum": ["pending", "delivered", "failed"]},
 }
 
 WELL_KNOWN: dict[str, dict[str, Any]] = {
@@ -86,9 +92,12 @@ class Schemas:
         return self._names[full_name]
 
     def message(
-        self, full_name: str, *, without: Iterable[str] = (), name: str | None = None
+        self, full_name: str, *, without: Iterable[str] = (), name: str | None = None, closed: bool = False
     ) -> dict[str, Any]:
-        """A $ref to the message's schema, adding it (and what it reaches) on first use."""
+        """A $ref to the message's schema, adding it (and what it reaches) on first use.
+
+        ``closed``: a request body, whose unknown top-level keys are refused (rest.lua).
+        """
         if full_name in WELL_KNOWN:
             return dict(WELL_KNOWN[full_name])
         skip = set(without)
@@ -96,6 +105,8 @@ class Schemas:
         if key not in self.components:
             self.components[key] = {}  # placeholder: recursion stops here
             self.components[key] = self._build(full_name, skip)
+            if closed:
+                self.components[key]["additionalProperties"] = False
         return ref("schemas", key)
 
     def _build(self, full_name: str, skip: set[str]) -> dict[str, Any]:

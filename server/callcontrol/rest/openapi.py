@@ -3,7 +3,7 @@
 The paths are the ``google.api.http`` bindings Envoy routes (``descriptor.py``),
 the schemas the messages as the transcoder prints them (``json_schema.py``).
 What protobuf cannot say is added from the spec: the 202 envelope of commands,
-the error shape of every non-2xx answer, rate-limit headers, the two auth headers.
+the error shape of every non-2xx answer, Retry-After on 429, the two auth headers.
 """
 
 from __future__ import annotations
@@ -48,13 +48,18 @@ _ERRORS: tuple[tuple[str, str, str], ...] = (
         "400",
         "BadRequest",
         "A malformed request (a field named in a BadRequest detail, bad JSON, an unknown "
-        "query parameter), or a session that cannot take the command (FAILED_PRECONDITION, "
-        "e.g. already disconnected).",
+        "query parameter or body field, text that is not UTF-8), or a session that cannot "
+        "take the command (FAILED_PRECONDITION, e.g. already disconnected).",
     ),
     ("401", "Unauthenticated", "X-App-ID or X-API-Key missing or wrong."),
     ("404", "NotFound", "No such session or operation for this application, or no such route."),
     ("413", "PayloadTooLarge", f"Request body larger than {MAX_REQUEST_BODY_BYTES} bytes."),
-    ("429", "TooManyRequests", "Over the application's rate limit for this group of endpoints."),
+    (
+        "429",
+        "TooManyRequests",
+        "Over the application's rate limit for this group of endpoints, or too many failed "
+        "authentications from this client address.",
+    ),
     ("503", "Unavailable", "The call-control service is unavailable; retry later."),
 )
 
@@ -98,6 +103,7 @@ def _operation(binding: HttpBinding, schemas: Schemas, operation_id: str) -> dic
             binding.input_type,
             without=params,
             name=schemas.name(binding.input_type) + ("Body" if params else ""),
+            closed=True,
         )
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body_schema}}}
     elif binding.body:
@@ -128,7 +134,7 @@ def _operation(binding: HttpBinding, schemas: Schemas, operation_id: str) -> dic
 
 def _success(binding: HttpBinding, schemas: Schemas) -> dict[str, Any]:
     schema = schemas.message(binding.output_type)
-    headers = {"X-Request-Id": ref("headers", "X-Request-Id"), **_rate_headers()}
+    headers = {"X-Request-Id": ref("headers", "X-Request-Id")}
     if binding.server_streaming:
         return {
             "200": {
@@ -154,16 +160,10 @@ def _success(binding: HttpBinding, schemas: Schemas) -> dict[str, Any]:
     }
 
 
-def _rate_headers() -> dict[str, Any]:
-    return {
-        "X-RateLimit-Limit": ref("headers", "X-RateLimit-Limit"),
-        "X-RateLimit-Remaining": ref("headers", "X-RateLimit-Remaining"),
-        "X-RateLimit-Reset": ref("headers", "X-RateLimit-Reset"),
-    }
-
-
 def _components(schemas: Schemas, rate_limit_per_s: int | None) -> dict[str, Any]:
     limit = f" ({rate_limit_per_s} requests per second)" if rate_limit_per_s else ""
+    # The server limits (after authentication, per application and group); the wait
+    # it computes comes back as Retry-After.
     error_content = {"application/json": {"schema": ref("schemas", "Error")}}
     responses: dict[str, Any] = {}
     for status, name, description in _ERRORS:
@@ -173,7 +173,7 @@ def _components(schemas: Schemas, rate_limit_per_s: int | None) -> dict[str, Any
             "content": error_content,
         }
         if status == "429":
-            response["headers"].update({"Retry-After": ref("headers", "Retry-After"), **_rate_headers()})
+            response["headers"]["Retry-After"] = ref("headers", "Retry-After")
         responses[name] = response
     integer = {"schema": {"type": "integer", "minimum": 0}}
     return {
@@ -185,9 +185,6 @@ def _components(schemas: Schemas, rate_limit_per_s: int | None) -> dict[str, Any
                 "schema": {"type": "string"},
             },
             "Retry-After": {"description": "Seconds to wait before retrying.", **integer},
-            "X-RateLimit-Limit": {"description": f"Requests allowed per window{limit}.", **integer},
-            "X-RateLimit-Remaining": {"description": "Requests left in the current window.", **integer},
-            "X-RateLimit-Reset": {"description": "Seconds until the window resets.", **integer},
         },
         "securitySchemes": {
             "AppId": {"type": "apiKey", "in": "header", "name": "X-App-ID"},

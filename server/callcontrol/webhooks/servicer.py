@@ -14,6 +14,7 @@ import binascii
 import grpc  # type: ignore[import-untyped, unused-ignore]  # types-grpcio not yet a dev dependency
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from callcontrol import validation
 from callcontrol.api.identity import current_app
 from callcontrol.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from callcontrol.v1 import deliveries_pb2 as pb
@@ -21,8 +22,6 @@ from callcontrol.v1 import deliveries_pb2_grpc as pb_grpc
 from callcontrol.webhooks.outbox import DeliveryRecord, DeliveryStatus
 from callcontrol.webhooks.service import RedeliverRefused, WebhookService
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 _MAX_ID_LENGTH = 128
 
 
@@ -90,12 +89,6 @@ def _status(value: str) -> DeliveryStatus:
         raise InvalidArgument([FieldViolation("status", "one of failed, pending, delivered")]) from None
 
 
-def _page_size(value: int) -> int:
-    if value < 0:
-        raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
-    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
 def _delivery_id(value: str) -> str:
     if not value:
         raise InvalidArgument([FieldViolation("delivery_id", "required")])
@@ -116,7 +109,7 @@ class DeliveriesServicer(pb_grpc.DeliveriesServicer):
         self, request: pb.ListDeliveriesRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListDeliveriesResponse:
         status = _status(request.status)
-        size = _page_size(request.page_size)
+        size = validation.page_size(request.page_size)
         before = _cursor(request.page_token, status)
         # One extra row says whether another page exists.
         rows = self._service.list_deliveries(current_app().app_id, status, size + 1, before)
