@@ -72,8 +72,14 @@ class EslConfig:
 class OperationsConfig:
     # Deadline of the answer command (the spec's 2 s).
     timeout_ms: int = 2000
-    # Finished operations kept for Get/Watch and idempotency, oldest dropped first.
-    retention: int = 50000
+    # Finished operations kept for Get/Watch and idempotency, per application
+    # (one app's burst never evicts another's), oldest dropped first.
+    retention_per_app: int = 10000
+    # Commands in progress at once, per application and per session (over: RESOURCE_EXHAUSTED / 429).
+    max_in_progress_per_app: int = 1000
+    max_in_progress_per_session: int = 16
+    # Open WatchOperation streams per application.
+    max_watchers_per_app: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +197,9 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
         ids = [a.app_id for a in apps]
         if len(set(ids)) != len(ids):
             raise ConfigError("applications: duplicate id")
+    if "retention" in ops:
+        # The old global pool let one application evict another's operations.
+        raise ConfigError("operations.retention: replaced by operations.retention_per_app")
     app_var = esl.get("app_variable", cfg.esl.app_variable)
     if not isinstance(app_var, str) or not re.match(r"^[A-Za-z0-9_]{1,64}$", app_var):
         raise ConfigError("esl.app_variable: 1-64 of [A-Za-z0-9_]")
@@ -212,7 +221,14 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
         ),
         operations=OperationsConfig(
             timeout_ms=int(_number(ops, "timeout_ms", "operations.timeout_ms", cfg.operations.timeout_ms, 1)),
-            retention=int(_number(ops, "retention", "operations.retention", cfg.operations.retention, 1)),
+            retention_per_app=_ops_int(ops, "retention_per_app", cfg.operations.retention_per_app),
+            max_in_progress_per_app=_ops_int(
+                ops, "max_in_progress_per_app", cfg.operations.max_in_progress_per_app
+            ),
+            max_in_progress_per_session=_ops_int(
+                ops, "max_in_progress_per_session", cfg.operations.max_in_progress_per_session
+            ),
+            max_watchers_per_app=_ops_int(ops, "max_watchers_per_app", cfg.operations.max_watchers_per_app),
         ),
         webhooks=WebhookConfig(
             outbox_path=str(hooks.get("outbox_path", cfg.webhooks.outbox_path)),
@@ -251,6 +267,10 @@ def from_mapping(raw: Mapping[str, Any], base: GatewayConfig | None = None) -> G
         simulator=bool(raw.get("simulator", cfg.simulator)),
         log_level=str(raw.get("log_level", cfg.log_level)).upper(),
     )
+
+
+def _ops_int(ops: Mapping[str, Any], key: str, default: int) -> int:
+    return int(_number(ops, key, f"operations.{key}", default, 1))
 
 
 def _metrics_listen(raw: Any, default: Address | None) -> Address | None:
