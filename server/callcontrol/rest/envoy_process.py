@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from callcontrol.config import Address, RestConfig
+from callcontrol.rest import die_with_parent
 from callcontrol.rest.descriptor import ApiDescriptor, load_api
 from callcontrol.rest.envoy_config import render_envoy_config
 from callcontrol.rest.envoy_routes import HEALTH_PATH
@@ -224,6 +225,9 @@ class EnvoyProcess:
             "--file-flush-interval-msec",
             "250",
         ]
+        if sys.platform == "linux":
+            # Envoy must not outlive the gateway, however the gateway ends.
+            args = [sys.executable, "-I", die_with_parent.__file__, str(os.getpid()), *args]
         with open(self.run_dir / "envoy.stderr", "wb") as stderr:  # noqa: ASYNC230 - opening a file is instant
             self._proc = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.DEVNULL, stdout=None, stderr=stderr
