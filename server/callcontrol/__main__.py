@@ -27,6 +27,7 @@ from callcontrol.config import (
     demo_application,
     load_file,
 )
+from callcontrol.startup import EXIT_STATUS, StartupError, one_line
 
 log = logging.getLogger("callcontrol")
 
@@ -94,14 +95,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = build_config(args, os.environ)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+        print(f"configuration error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_STATUS
+    try:
+        logging.basicConfig(
+            level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+    except ValueError as exc:
+        print(f"configuration error: log_level: {exc}", file=sys.stderr)
+        return EXIT_STATUS
     if cfg.simulator and cfg.application(DEMO_APP_ID) is not None:
         log.info("demo credentials: X-App-ID: %s  X-API-Key: %s", DEMO_APP_ID, DEMO_API_KEY)
-    asyncio.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))
+    try:
+        asyncio.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))
+    except StartupError as exc:
+        print(f"callcontrol: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STATUS
     return 0
 
 
