@@ -59,11 +59,13 @@ def _assert_one_line_failure(status: int, lines: list[str], *needles: str) -> No
         assert needle in last, text
 
 
-@pytest.fixture
-def held_port() -> Iterator[Address]:
-    """A loopback port some other process listens on (without SO_REUSEPORT)."""
+@pytest.fixture(params=[False, True], ids=["plain", "reuseport"])
+def held_port(request: pytest.FixtureRequest) -> Iterator[Address]:
+    """A loopback port another process listens on; with SO_REUSEPORT too, as grpcio's default does."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if request.param:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield Address("127.0.0.1", sock.getsockname()[1])
