@@ -26,8 +26,8 @@ from typing import Any
 
 import aiohttp
 
+from callcontrol import die_with_parent
 from callcontrol.config import Address, RestConfig
-from callcontrol.rest import die_with_parent
 from callcontrol.rest.descriptor import ApiDescriptor, load_api
 from callcontrol.rest.envoy_config import render_envoy_config
 from callcontrol.rest.envoy_routes import HEALTH_PATH
