@@ -82,6 +82,8 @@ class Tally:
     calls: dict[str, CallRecord] = field(default_factory=dict)
     connect_failures: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+    statuses_by_kind: Counter[str] = field(default_factory=Counter)  # "answer 504"
+    loop_lag_ms: list[float] = field(default_factory=list)  # this driver's own event loop
     not_yet_visible: int = 0  # 404s while the gateway was still reading a new call
     never_visible: int = 0
     transport_errors: int = 0
@@ -145,10 +147,11 @@ def _write_config(run_dir: Path, ports: dict[str, int]) -> Path:
 
 async def _start_gateway(config: Path, log: Path) -> tuple[asyncio.subprocess.Process, Address, str, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
-    with log.open("ab") as stderr:
+    # stdout carries Envoy's JSON access log.
+    with log.open("ab") as stderr, log.with_name("access.log").open("ab") as stdout:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "callcontrol", "--config", str(config),
-            cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+            cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
         )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -175,7 +178,7 @@ class Apps:
         """Wait until the application sees its new call (the gateway has read its channel data)."""
         url = f"{self._rest}/api/v1/sessions/{session_id}"
         for _ in range(200):
-            status = await self._request("GET", url, app_id, None)
+            status = await self._request("GET", url, app_id, None, "get_session")
             if status is None:
                 return False
             if status[0] != 404:
@@ -187,13 +190,13 @@ class Apps:
     async def command(self, app_id: str, session_id: str, verb: str, body: dict[str, str]) -> str | None:
         """The operation id of an accepted command, else None (every status is tallied)."""
         url = f"{self._rest}/api/v1/sessions/{session_id}/commands/{verb}"
-        result = await self._request("POST", url, app_id, body)
+        result = await self._request("POST", url, app_id, body, verb)
         if result is None or result[0] != 202:
             return None
         return str(json.loads(result[1])["operation_id"])
 
     async def _request(
-        self, method: str, url: str, app_id: str, body: dict[str, str] | None
+        self, method: str, url: str, app_id: str, body: dict[str, str] | None, kind: str
     ) -> tuple[int, bytes] | None:
         headers = {"X-App-ID": app_id, "X-API-Key": API_KEY}
         try:
@@ -204,6 +207,8 @@ class Apps:
             return None
         if not (method == "GET" and response.status == 404):
             self._tally.statuses[response.status] += 1
+            if response.status >= 400:
+                self._tally.statuses_by_kind[f"{kind} {response.status}"] += 1
         return response.status, payload
 
 
@@ -309,6 +314,13 @@ async def _until_eof(reader: asyncio.StreamReader) -> None:
             pass
 
 
+async def _measure_lag(tally: Tally) -> None:
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(0.1)
+        tally.loop_lag_ms.append((time.monotonic() - before - 0.1) * 1000)
+
+
 # -- accounting -------------------------------------------------------------------------------
 
 
@@ -367,7 +379,7 @@ async def _stats(http: aiohttp.ClientSession, port: int) -> dict[str, Any]:
 
 
 async def soak(
-    calls: int, seconds: float, drain_seconds: float, concurrency: int, seed: int
+    calls: int, seconds: float, drain_seconds: float, concurrency: int, seed: int, *, baseline: bool = False
 ) -> dict[str, Any]:
     rng = random.Random(seed)  # noqa: S311 - a reproducible mix, not secrets
     tally = Tally()
@@ -385,11 +397,15 @@ async def soak(
             tally.rss_kb[moment] = (_rss_kb(pids[0]), _rss_kb(pids[1]))
 
         sample("start")
+        lag_task = asyncio.create_task(_measure_lag(tally))
         sim = FreeSwitchSimulator(esl.host, esl.port, dialplan_playback=0.2)
         intruders = FreeSwitchSimulator(esl.host, esl.port, hostname="intruder")
         timeout = aiohttp.ClientTimeout(total=10)
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+            if baseline:
+                async with http.post(f"http://127.0.0.1:{any_port}/heal"):
+                    pass
             apps = Apps(http, rest_url, tally)
             gate = asyncio.Semaphore(concurrency)
             tasks: set[asyncio.Task[None]] = set()
@@ -427,6 +443,7 @@ async def soak(
                 acc = _account(tally, (await _stats(http, any_port))["received"])
             drain_s = time.monotonic() - drain_started
             sample("after drain")
+            lag_task.cancel()
             await sim.close()
             await intruders.close()
     finally:
@@ -439,6 +456,7 @@ async def soak(
     latency = {app: [r["latency_ms"] for r in rows] for app, rows in during["received"].items()}
     healthy = [v for app in HEALTHY for v in latency.get(app, [])]
     return {
+        "baseline (flaky receiver healthy)": baseline,
         "calls": {
             "asked": calls,
             "placed": len(tally.calls),
@@ -459,6 +477,7 @@ async def soak(
         },
         "rest": {
             "statuses": dict(sorted(tally.statuses.items())),
+            "errors_by_request": dict(sorted(tally.statuses_by_kind.items())),
             "5xx": sum(n for s, n in tally.statuses.items() if s >= 500),
             "transport_errors": tally.transport_errors,
             "not_yet_visible_retries": tally.not_yet_visible,
@@ -477,6 +496,13 @@ async def soak(
         },
         "flaky_app_webhook_latency_ms_p50": round(_pct(latency.get(FLAKY, []), 50), 1),
         "hostile_peers": dict(sorted(tally.hostile.items())),
+        # When the driver itself lags, the simulated FreeSWITCH answers late too.
+        "driver_loop_lag_ms": {
+            "p50": round(_pct(tally.loop_lag_ms, 50), 1),
+            "p99": round(_pct(tally.loop_lag_ms, 99), 1),
+            "max": round(max(tally.loop_lag_ms, default=float("nan")), 1),
+        },
+        "load_average_at_end": list(os.getloadavg()),
         "gateway_exit_status": gateway_exit,
         "run_dir": str(run_dir),
     }
@@ -491,11 +517,18 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", type=int, default=200, help="calls in flight at once")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--baseline", action="store_true", help="the flaky receiver behaves from the start (for comparison)"
+    )
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     if args.calls < 1 or args.seconds <= 0 or args.drain_seconds < 0 or args.concurrency < 1:
         parser.error("--calls, --seconds and --concurrency must be positive")
-    report = asyncio.run(soak(args.calls, args.seconds, args.drain_seconds, args.concurrency, args.seed))
+    report = asyncio.run(
+        soak(
+            args.calls, args.seconds, args.drain_seconds, args.concurrency, args.seed, baseline=args.baseline
+        )
+    )
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
