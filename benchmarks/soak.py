@@ -90,6 +90,7 @@ class Tally:
     replay_mismatches: int = 0  # an idempotent retry that got a different operation
     hostile: Counter[str] = field(default_factory=Counter)
     rss_kb: dict[str, tuple[int, int]] = field(default_factory=dict)  # moment -> (gateway, envoy)
+    cpu_s: dict[str, tuple[float, float]] = field(default_factory=dict)  # moment -> (gateway, envoy)
 
 
 def _rss_kb(pid: int) -> int:
@@ -100,6 +101,15 @@ def _rss_kb(pid: int) -> int:
     except FileNotFoundError:
         pass
     return 0
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], q: int) -> float:
@@ -395,6 +405,7 @@ async def soak(
 
         def sample(moment: str) -> None:
             tally.rss_kb[moment] = (_rss_kb(pids[0]), _rss_kb(pids[1]))
+            tally.cpu_s[moment] = (_cpu_s(pids[0]), _cpu_s(pids[1]))
 
         sample("start")
         lag_task = asyncio.create_task(_measure_lag(tally))
@@ -486,6 +497,10 @@ async def soak(
         "memory_rss_mb": {
             moment: {"gateway": round(g / 1024, 1), "envoy": round(e / 1024, 1)}
             for moment, (g, e) in tally.rss_kb.items()
+        },
+        "cpu_seconds_used_during_calls": {
+            name: round(tally.cpu_s["end of calls"][i] - tally.cpu_s["start"][i], 1)
+            for i, name in enumerate(("gateway", "envoy"))
         },
         "healthy_apps_webhook_latency_ms": {
             "count": len(healthy),
