@@ -10,9 +10,10 @@ ESL peers send garbage, stop in the middle of a frame, or reuse a live call's
 Unique-ID. Bounded by ``--calls`` and ``--seconds`` (then a bounded drain).
 
 Reports: webhooks lost (expected but never received; must be 0), REST 5xx (must
-be 0), gateway and Envoy memory at start and end, webhook latency of the
-healthy applications while the flaky one misbehaves, and what the gateway did
-with each hostile peer. Exit status 1 when anything that must be 0 is not.
+be 0), calls an intruder harmed (must be 0), gateway and Envoy memory along the
+run, webhook latency of the healthy applications while the flaky one
+misbehaves, and what the gateway did with each hostile peer. Exit status 1 when
+anything that must be 0 is not.
 
     scripts/soak [--calls 2000] [--seconds 120] [--drain-seconds 90] [--json FILE]
 """
@@ -86,6 +87,7 @@ class Tally:
     loop_lag_ms: list[float] = field(default_factory=list)  # this driver's own event loop
     not_yet_visible: int = 0  # 404s while the gateway was still reading a new call
     never_visible: int = 0
+    victims_harmed: int = 0  # live calls an intruder took down or took over
     transport_errors: int = 0
     replay_mismatches: int = 0  # an idempotent retry that got a different operation
     hostile: Counter[str] = field(default_factory=Counter)
@@ -258,7 +260,8 @@ async def _one_call(
         # Another peer claims this live call's Unique-ID; the gateway must refuse it
         # and go on controlling the real call.
         await _intrude(call, app_id, tally, intruders)
-        await command("hangup", {"command_uid": f"hangup-{n}", "cause": "NORMAL_CLEARING"})
+        if await command("hangup", {"command_uid": f"hangup-{n}", "cause": "NORMAL_CLEARING"}) is None:
+            tally.victims_harmed += 1  # the real call no longer takes commands
         return
     if scenario != "quiet_caller_hangup":
         first = await command("answer", {"command_uid": f"answer-{n}"})
@@ -362,6 +365,10 @@ def _account(tally: Tally, received: dict[str, list[dict[str, Any]]]) -> Account
             # A timed-out answer may still be confirmed late: then one call.answered, else none.
             "call.answered": 1 if answered else min(kinds["call.answered"], 1),
         }
+        if record.scenario == "intruded":
+            causes = [r["cause"] for r in rows if r["type"] == "call.hangup"]
+            if causes and causes != ["NORMAL_CLEARING"]:
+                acc.unexpected.append(f"{session_id} intruded: call.hangup cause {causes}, not the app's")
         for kind, count in want.items():
             acc.expected += count
             if kinds[kind] < count:
@@ -511,6 +518,7 @@ async def soak(
         },
         "flaky_app_webhook_latency_ms_p50": round(_pct(latency.get(FLAKY, []), 50), 1),
         "hostile_peers": dict(sorted(tally.hostile.items())),
+        "intruded_calls_harmed": tally.victims_harmed,
         # When the driver itself lags, the simulated FreeSWITCH answers late too.
         "driver_loop_lag_ms": {
             "p50": round(_pct(tally.loop_lag_ms, 50), 1),
@@ -549,7 +557,11 @@ def main() -> int:
     if args.json:
         args.json.write_text(text + "\n")
     bad = (
-        report["webhooks"]["lost"] or report["rest"]["5xx"] or report["rest"]["idempotent_replay_mismatches"]
+        report["webhooks"]["lost"]
+        or report["webhooks"]["unexpected"]
+        or report["rest"]["5xx"]
+        or report["rest"]["idempotent_replay_mismatches"]
+        or report["intruded_calls_harmed"]
     )
     return 1 if bad else 0
 

@@ -34,6 +34,7 @@ class Received:
     operation_id: str | None
     command: str | None
     status: str | None
+    cause: str | None
     latency_ms: float  # receipt minus the event's occurred_at (same machine clock)
 
 
@@ -72,6 +73,7 @@ def _handler(state: State, app_id: str) -> Any:
                 session_id=event["session_id"],
                 operation_id=data.get("operation_id"),
                 command=data.get("command"),
+                cause=data.get("cause"),
                 status=data.get("status"),
                 latency_ms=(time.time() - _occurred(event["occurred_at"])) * 1000,
             )
