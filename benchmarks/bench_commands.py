@@ -125,7 +125,7 @@ async def _commands(calls: int) -> None:
 
 
 async def _retention(total: int, retention: int) -> None:
-    store = OperationStore(retention=retention, on_finished=lambda op: None)
+    store = OperationStore(retention_per_app=retention, on_finished=lambda op: None)
     tracemalloc.start()
     peak_at = {}
     for n in range(total):

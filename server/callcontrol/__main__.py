@@ -32,6 +32,7 @@ from callcontrol.config import (
     load_file,
     validate,
 )
+from callcontrol.startup import EXIT_STATUS, StartupError, one_line
 
 log = logging.getLogger("callcontrol")
 
@@ -117,12 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = build_config(args, os.environ)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        print(f"configuration error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_STATUS
     logs.configure(cfg.log_level, cfg.log_format)
     if cfg.simulator and is_demo(cfg):
         log.info("demo credentials: X-App-ID: %s  X-API-Key: %s", DEMO_APP_ID, DEMO_API_KEY)
-    asyncio.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))
+    try:
+        asyncio.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))
+    except StartupError as exc:
+        print(f"callcontrol: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STATUS
     return 0
 
 

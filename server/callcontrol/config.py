@@ -81,8 +81,14 @@ class EslConfig:
 class OperationsConfig:
     # Deadline of the answer command (the spec's 2 s).
     timeout_ms: int = 2000
-    # Finished operations kept for Get/Watch and idempotency, oldest dropped first.
-    retention: int = 50000
+    # Finished operations kept for Get/Watch and idempotency, per application
+    # (one app's burst never evicts another's), oldest dropped first.
+    retention_per_app: int = 10000
+    # Commands in progress at once, per application and per session (over: RESOURCE_EXHAUSTED / 429).
+    max_in_progress_per_app: int = 1000
+    max_in_progress_per_session: int = 16
+    # Open WatchOperation streams per application.
+    max_watchers_per_app: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +237,10 @@ _MINIMUM: dict[str, float] = {
     "esl.reply_timeout_ms": 1,
     "esl.max_connections": 1,
     "operations.timeout_ms": 1,
-    "operations.retention": 1,
+    "operations.retention_per_app": 1,
+    "operations.max_in_progress_per_app": 1,
+    "operations.max_in_progress_per_session": 1,
+    "operations.max_watchers_per_app": 1,
     "webhooks.request_timeout_s": 0.001,
     "webhooks.max_attempts": 1,
     "webhooks.max_age_s": 1,
@@ -321,6 +330,8 @@ def setting(key: str) -> Setting:
 _MOVED = {
     "grpc.rate_limit_per_s": "limits.rate_limit_per_s (gRPC and REST)",
     "rest.rate_limit_per_s": "limits.rate_limit_per_s (gRPC and REST)",
+    # The old global pool let one application evict another's operations.
+    "operations.retention": "operations.retention_per_app",
 }
 
 

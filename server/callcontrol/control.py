@@ -112,8 +112,13 @@ class CallControl:
         self._metrics = metrics or CommandMetrics(CollectorRegistry())
         self._events = events
         self.sessions = SessionRegistry()
+        limits = config.operations
         self.operations = OperationStore(
-            retention=config.operations.retention, on_finished=self._report_result
+            retention_per_app=limits.retention_per_app,
+            max_in_progress_per_app=limits.max_in_progress_per_app,
+            max_in_progress_per_session=limits.max_in_progress_per_session,
+            max_watchers_per_app=limits.max_watchers_per_app,
+            on_finished=self._report_result,
         )
         self._calls: dict[str, _Call] = {}
         self._stopping = False

@@ -30,6 +30,7 @@ from callcontrol.events import EventStream
 from callcontrol.metrics import CommandMetrics, LinkMetrics, RpcMetrics, include, new_registry
 from callcontrol.metrics_http import MetricsServer
 from callcontrol.rest.descriptor import default_descriptor_path, load_api
+from callcontrol.startup import StartupError, bind_failed, ensure_bindable
 from callcontrol.v1 import (
     commands_pb2,
     commands_pb2_grpc,
@@ -93,7 +94,10 @@ class Gateway:
                 GatewayInterceptor(
                     Authenticator(config.applications), limiter, RpcMetrics(self.registry), auth_failures
                 )
-            ]
+            ],
+            # grpcio sets SO_REUSEPORT by default: a second gateway on the same
+            # port would start "fine" and the kernel would split connections.
+            options=[("grpc.so_reuseport", 0)],
         )
         commands_pb2_grpc.add_SessionCommandsServicer_to_server(
             SessionCommandsServicer(self.control), self.server
@@ -118,20 +122,36 @@ class Gateway:
         self._stopped = False
 
     async def start(self) -> None:
+        """Bind every listener; StartupError names the one that cannot, after undoing the rest."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.shutdown(grace=0)
+            raise
+
+    async def _start(self) -> None:
         self._webhook_task = asyncio.create_task(self.webhooks.run(), name="webhook-delivery")
-        self.esl_address = await self.link.start()
+        try:
+            self.esl_address = await self.link.start()
+        except OSError as exc:
+            raise bind_failed("esl.listen", self.config.esl.listen, exc) from exc
         listen = self.config.grpc_listen
-        if self._grpc_credentials is not None:
-            port = self.server.add_secure_port(str(listen), self._grpc_credentials)
-        else:
-            port = self.server.add_insecure_port(str(listen))
-        if port == 0:
-            raise OSError(f"cannot listen for gRPC on {listen}")
+        ensure_bindable("grpc.listen", listen)
+        try:
+            if self._grpc_credentials is not None:
+                port = self.server.add_secure_port(str(listen), self._grpc_credentials)
+            else:
+                port = self.server.add_insecure_port(str(listen))
+        except RuntimeError as exc:
+            raise StartupError(f"grpc.listen {listen}: {exc}") from exc
         self.grpc_address = Address(listen.host, port)
         await self.server.start()
         self._started = True
         if self.config.metrics_listen is not None:
-            self.metrics_address = await self.metrics.start(self.config.metrics_listen)
+            try:
+                self.metrics_address = await self.metrics.start(self.config.metrics_listen)
+            except OSError as exc:
+                raise bind_failed("metrics.listen", self.config.metrics_listen, exc) from exc
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         for name in SERVICE_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

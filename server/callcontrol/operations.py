@@ -6,9 +6,14 @@ State machine (a table; terminal states have no exits)::
 
 A transition out of a terminal state is refused and logged, never applied, so
 a late confirmation after ``timed_out`` cannot rewrite history. Every terminal
-transition is reported exactly once through ``on_finished``. Finished
-operations are kept for reads, watches and idempotency up to a bound, oldest
-first out; memory stays bounded under any load.
+transition is reported exactly once through ``on_finished``.
+
+Every bound is per application, so one tenant's traffic can neither evict
+another's operations (and with them its idempotency keys) nor use up another's
+share: finished operations are kept for reads, watches and idempotency up to
+``retention_per_app``, oldest first out; in-progress operations are capped per
+application and per session, and so are open watches. Memory stays bounded
+under any load.
 """
 
 from __future__ import annotations
@@ -16,16 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections import Counter, OrderedDict
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TypeVar
 
-from callcontrol.errors import FieldViolation, InvalidArgument, NotFound
+from callcontrol.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted
 from callcontrol.logs import context_with
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 
 class Status(StrEnum):
@@ -74,11 +81,26 @@ class _Entry:
 class OperationStore:
     """In-process operations; single-threaded (the event loop owns it)."""
 
-    def __init__(self, *, retention: int, on_finished: Callable[[Operation], None]) -> None:
+    def __init__(
+        self,
+        *,
+        retention_per_app: int,
+        on_finished: Callable[[Operation], None],
+        max_in_progress_per_app: int = 1000,
+        max_in_progress_per_session: int = 16,
+        max_watchers_per_app: int = 1000,
+    ) -> None:
         self._entries: dict[str, _Entry] = {}
         self._by_uid: dict[tuple[str, str, str], str] = {}
-        self._retention = retention
-        self._finished: OrderedDict[str, None] = OrderedDict()  # ids, oldest first
+        self._retention = retention_per_app
+        # Finished ids per application, oldest first: eviction stays within the app.
+        self._finished: dict[str, OrderedDict[str, None]] = {}
+        self._live_per_app: Counter[str] = Counter()
+        self._live_per_session: Counter[tuple[str, str]] = Counter()
+        self._max_live_per_app = max_in_progress_per_app
+        self._max_live_per_session = max_in_progress_per_session
+        self._watchers_per_app: Counter[str] = Counter()
+        self._max_watchers_per_app = max_watchers_per_app
         self._on_finished = on_finished
 
     def __len__(self) -> int:
@@ -111,6 +133,12 @@ class OperationStore:
         key = (app_id, session_id, command_uid)
         if key in self._by_uid:
             raise ValueError(f"idempotency key {key} already has an operation")
+        if self._live_per_session[(app_id, session_id)] >= self._max_live_per_session:
+            raise ResourceExhausted(
+                f"session {session_id} already has {self._max_live_per_session} commands in progress"
+            )
+        if self._live_per_app[app_id] >= self._max_live_per_app:
+            raise ResourceExhausted(f"{self._max_live_per_app} commands of this application are in progress")
         op = Operation(
             operation_id=str(uuid.uuid4()),
             app_id=app_id,
@@ -132,6 +160,8 @@ class OperationStore:
         )
         self._entries[op.operation_id] = entry
         self._by_uid[key] = op.operation_id
+        self._live_per_app[app_id] += 1
+        self._live_per_session[(app_id, session_id)] += 1
         return op
 
     def get(self, app_id: str, operation_id: str) -> Operation:
@@ -163,30 +193,37 @@ class OperationStore:
         for queue in entry.watchers:
             queue.put_nowait(op)
         entry.watchers.clear()
-        self._finished[operation_id] = None
-        while len(self._finished) > self._retention:
-            old_id, _ = self._finished.popitem(last=False)
+        _decrement(self._live_per_app, op.app_id)
+        _decrement(self._live_per_session, (op.app_id, op.session_id))
+        finished = self._finished.setdefault(op.app_id, OrderedDict())
+        finished[operation_id] = None
+        while len(finished) > self._retention:
+            old_id, _ = finished.popitem(last=False)
             old = self._entries.pop(old_id).op
             self._by_uid.pop((old.app_id, old.session_id, old.command_uid), None)
         self._on_finished(op)
         return op
 
-    async def watch(self, app_id: str, operation_id: str) -> AsyncIterator[Operation]:
+    async def watch(self, app_id: str, operation_id: str) -> AsyncGenerator[Operation, None]:
         """The current state at once, then every change, ending after a terminal state."""
         op = self.get(app_id, operation_id)
         if op.done:
             yield op
             return
+        if self._watchers_per_app[app_id] >= self._max_watchers_per_app:
+            raise ResourceExhausted(f"{self._max_watchers_per_app} watches of this application are open")
         # Registered in the same step as the read: no change can slip between.
         queue: asyncio.Queue[Operation] = asyncio.Queue()
         entry = self._entries[operation_id]
         entry.watchers.append(queue)
+        self._watchers_per_app[app_id] += 1
         try:
             yield op
             while not op.done:
                 op = await queue.get()
                 yield op
         finally:
+            _decrement(self._watchers_per_app, app_id)
             if queue in entry.watchers:
                 entry.watchers.remove(queue)
 
@@ -200,3 +237,10 @@ class OperationStore:
 
 def _with_article(word: str) -> str:
     return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _decrement(counter: Counter[K], key: K) -> None:
+    """Count one down; a zero count is dropped so the counter holds only live keys."""
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]

@@ -15,8 +15,11 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from callcontrol.config import DEMO_API_KEY, DEMO_APP_ID, GatewayConfig, is_demo
+from callcontrol.config import DEMO_API_KEY, DEMO_APP_ID, ConfigError, GatewayConfig, is_demo
 from callcontrol.gateway import Gateway
+from callcontrol.rest.envoy_process import EnvoyError
+from callcontrol.startup import StartupError, ensure_bindable, envoy_cause, one_line
+from callcontrol.webhooks.outbox import OutboxError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,21 @@ async def _with_demo_receiver(cfg: GatewayConfig, stack: AsyncExitStack) -> Gate
 
 
 async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, demo_calls: int) -> None:
+    """Run until ``stop``. A failure to start raises StartupError naming its cause.
+
+    Everything after start-up only waits for ``stop``, so the errors below can
+    only come from starting (or from undoing a half-done start).
+    """
+    try:
+        await _run_stack(cfg, stop, envoy=envoy, demo_calls=demo_calls)
+    except (ConfigError, OutboxError) as exc:
+        raise StartupError(str(exc)) from exc
+    except EnvoyError as exc:
+        cause = envoy_cause(str(exc))
+        raise StartupError(f"envoy: {one_line(str(exc))}{f': {cause}' if cause else ''}") from exc
+
+
+async def _run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, demo_calls: int) -> None:
     async with AsyncExitStack() as stack:
         if cfg.simulator:
             cfg = await _with_demo_receiver(cfg, stack)
@@ -93,6 +111,10 @@ async def run_stack(cfg: GatewayConfig, stop: asyncio.Event, *, envoy: bool, dem
         if envoy:
             from callcontrol.rest.envoy_process import EnvoyProcess
 
+            # Checked first for a clear message (the usual holder is the Envoy of
+            # a gateway that crashed); Envoy's own bind error covers the race.
+            ensure_bindable("rest.listen", cfg.rest.listen)
+            ensure_bindable("rest.admin", cfg.rest.admin)
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="callcontrol-envoy-")))
             proxy = EnvoyProcess(cfg.rest, gateway.grpc_address, run_dir, upstream_tls=cfg.grpc_tls.enabled)
             await proxy.start()

@@ -1,8 +1,9 @@
 """The session registry: which calls exist, who owns them, their state.
 
 A session is one call that FreeSWITCH handed to the gateway over an outbound
-socket. Ended sessions are remembered for a while (bounded) so that a late
-command gets a precise error (disconnected vs unknown) instead of a guess.
+socket. Ended sessions are remembered for a while (bounded per application, so
+one application's burst of calls cannot make another's memory short) so that a
+late command gets a precise error (disconnected vs unknown) instead of a guess.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ class SessionRegistry:
     shared directory (Redis, for several replicas) can implement the same.
     """
 
-    def __init__(self, remember_ended: int = 10000) -> None:
+    def __init__(self, remember_ended_per_app: int = 10000) -> None:
         self._live: dict[str, Session] = {}
-        self._ended: OrderedDict[str, Session] = OrderedDict()
-        self._remember_ended = remember_ended
+        self._ended: dict[str, Session] = {}
+        self._ended_order: dict[str, OrderedDict[str, None]] = {}  # per app, oldest first
+        self._remember_ended = remember_ended_per_app
 
     def __len__(self) -> int:
         return len(self._live)
@@ -60,7 +62,7 @@ class SessionRegistry:
         """Register a new call; False if one with that id is already live."""
         if session.session_id in self._live:
             return False
-        self._ended.pop(session.session_id, None)
+        self._forget(session.session_id)
         self._live[session.session_id] = session
         return True
 
@@ -74,9 +76,17 @@ class SessionRegistry:
             return None
         session.state = state
         self._ended[session_id] = session
-        while len(self._ended) > self._remember_ended:
-            self._ended.popitem(last=False)
+        order = self._ended_order.setdefault(session.app_id, OrderedDict())
+        order[session_id] = None
+        while len(order) > self._remember_ended:
+            old_id, _ = order.popitem(last=False)
+            del self._ended[old_id]
         return session
+
+    def _forget(self, session_id: str) -> None:
+        old = self._ended.pop(session_id, None)
+        if old is not None:
+            self._ended_order[old.app_id].pop(session_id, None)
 
     def lookup(self, app_id: str, session_id: str) -> Session:
         """The caller's live session, or NotFound (also for another app's session)."""

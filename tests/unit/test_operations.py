@@ -7,19 +7,26 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from callcontrol.errors import InvalidArgument, NotFound
+from callcontrol.errors import InvalidArgument, NotFound, ResourceExhausted
 from callcontrol.operations import TRANSITIONS, Operation, OperationStore, Status
 
 
-def _store(retention: int = 100) -> tuple[OperationStore, list[Operation]]:
+def _store(retention: int = 100, **limits: int) -> tuple[OperationStore, list[Operation]]:
     finished: list[Operation] = []
-    return OperationStore(retention=retention, on_finished=finished.append), finished
+    return OperationStore(retention_per_app=retention, on_finished=finished.append, **limits), finished
 
 
 def _start(
-    store: OperationStore, uid: str = "u1", command: str = "answer", timeout_ms: int = 2000
+    store: OperationStore,
+    uid: str = "u1",
+    command: str = "answer",
+    timeout_ms: int = 2000,
+    app_id: str = "app",
+    session_id: str = "s1",
 ) -> Operation:
-    return store.start(app_id="app", session_id="s1", command=command, command_uid=uid, timeout_ms=timeout_ms)
+    return store.start(
+        app_id=app_id, session_id=session_id, command=command, command_uid=uid, timeout_ms=timeout_ms
+    )
 
 
 def test_terminal_states_have_no_exits() -> None:
@@ -111,3 +118,55 @@ async def test_watchers_see_every_change_in_order() -> None:
     rests = await asyncio.gather(*(rest(w) for w in watches))
     assert all(f.status is Status.IN_PROGRESS for f in firsts)
     assert all([o.status for o in r] == [Status.FAILED] for r in rests)
+
+
+async def test_one_apps_burst_does_not_evict_another_apps_operations() -> None:
+    store, _ = _store(retention=10)
+    mine = _start(store, uid="mine", app_id="a")
+    store.finish(mine.operation_id, Status.SUCCEEDED)
+    for n in range(100):
+        op = _start(store, uid=f"burst-{n}", app_id="b", session_id=f"s{n}")
+        store.finish(op.operation_id, Status.SUCCEEDED)
+
+    assert store.find("a", "s1", "mine", "answer") == store.get("a", mine.operation_id)
+    # The bursting app is bounded by its own retention.
+    assert store.find("b", "s0", "burst-0", "answer") is None
+    assert len(store) == 11
+
+
+async def test_in_progress_operations_are_capped_per_session_and_per_app() -> None:
+    store, _ = _store(max_in_progress_per_session=2, max_in_progress_per_app=3)
+    first = _start(store, uid="1")
+    _start(store, uid="2")
+    with pytest.raises(ResourceExhausted, match="session s1"):
+        _start(store, uid="3")
+    _start(store, uid="3", session_id="s2")
+    with pytest.raises(ResourceExhausted, match="application"):
+        _start(store, uid="4", session_id="s3")
+    # Another application has its own share.
+    _start(store, uid="1", app_id="other")
+    # A finished one frees its place, and the refused key was never taken.
+    store.finish(first.operation_id, Status.SUCCEEDED)
+    assert store.find("app", "s1", "3", "answer") is None
+    _start(store, uid="3")
+    store.shutdown()
+
+
+async def test_open_watches_are_capped_per_app_and_freed_when_they_end() -> None:
+    store, _ = _store(max_watchers_per_app=2)
+    op = _start(store)
+    other = _start(store, app_id="other")
+    watches = [store.watch("app", op.operation_id) for _ in range(3)]
+    await watches[0].__anext__()
+    await watches[1].__anext__()
+    with pytest.raises(ResourceExhausted, match="watches"):
+        await watches[2].__anext__()
+    other_watch = store.watch("other", other.operation_id)
+    assert (await other_watch.__anext__()).status is Status.IN_PROGRESS
+    await watches[0].aclose()
+    again = store.watch("app", op.operation_id)
+    assert (await again.__anext__()).status is Status.IN_PROGRESS
+    await again.aclose()
+    await watches[1].aclose()
+    await other_watch.aclose()
+    store.shutdown()
