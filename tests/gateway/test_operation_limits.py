@@ -49,9 +49,7 @@ async def test_another_apps_burst_does_not_evict_my_operation_and_a_retry_sends_
 
 
 def test_the_old_global_retention_setting_is_refused_by_name() -> None:
-    with pytest.raises(
-        ConfigError, match=r"operations\.retention: moved to operations\.retention_per_app"
-    ):
+    with pytest.raises(ConfigError, match=r"operations\.retention: moved to operations\.retention_per_app"):
         from_mapping({"operations": {"retention": 50000}})
     limits = from_mapping({"operations": {"retention_per_app": 7, "max_watchers_per_app": 3}}).operations
     assert (limits.retention_per_app, limits.max_watchers_per_app) == (7, 3)
