@@ -68,6 +68,9 @@ class Gateway:
             self.control,
             reply_timeout=config.esl.reply_timeout_ms / 1000,
             max_connections=config.esl.max_connections,
+            allow=config.esl.allow_networks,
+            max_frame_bytes=config.esl.max_frame_bytes,
+            partial_frame_timeout=config.esl.partial_frame_timeout_ms / 1000,
         )
         self.health = HealthServicer()
         limiter = None
