@@ -165,3 +165,14 @@ async def test_a_peer_that_never_finishes_set_up_is_closed_after_the_reply_timeo
         peer.send(encode_reply("+OK Events Enabled"))
     await peer.wait_closed_by_gateway(timeout=5.0)
     assert not [e for e in drain(events) if isinstance(e, CallInitiated)]
+
+
+async def test_what_came_before_a_bad_frame_still_counts(gateway: Gateway, events: Subscription) -> None:
+    peer = await RawPeer.open(esl_address(gateway))
+    await peer.set_up()
+    await next_event(events, CallInitiated, peer.uuid)
+    busy = (("Hangup-Cause", "USER_BUSY"),)
+    # The hangup and the garbage after it arrive in one read.
+    peer.send(peer.event("CHANNEL_HANGUP_COMPLETE", leading=busy) + b"not a header line\n\n")
+    await peer.wait_closed_by_gateway()
+    assert (await next_event(events, CallHangup, peer.uuid)).cause == "USER_BUSY"

@@ -260,9 +260,15 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
             batch: list[tuple[str, Any]] = []
             before = parser.buffered
             count = 0
-            while count < _BATCH_FRAMES and (frame := parser.next_frame()) is not None:
-                count += 1
-                self._route(frame, batch)
+            try:
+                while count < _BATCH_FRAMES and (frame := parser.next_frame()) is not None:
+                    count += 1
+                    self._route(frame, batch)
+            except FrameError:
+                # What came before the bad frame is still news (a hangup, a reply): deliver it.
+                if batch and self._announced is not None:
+                    self._link.post(self._announced, batch)
+                raise
             completed = completed or count > 0
             if batch:
                 self._hand_over(batch, before - parser.buffered)
