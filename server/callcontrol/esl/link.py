@@ -25,10 +25,11 @@ One peer cannot hurt the others:
   call goes on in its dialplan, as when nobody listens);
 * a frame longer than ``max_frame_bytes`` (`FrameError`), or one whose rest
   takes longer than ``partial_frame_timeout`` to arrive, closes that socket;
-* each reader hands at most ``_BATCH_FRAMES`` frames to the loop at a time and
-  reads on only once the loop has handled them: a flooding socket is slowed to
-  the pace of the loop (TCP pushes back on the peer), and every other call's
-  replies and events wait behind at most one batch of it.
+* each reader hands frames to the loop in batches of at most ``_BATCH_FRAMES``
+  and stops reading while ``_BATCHES_IN_FLIGHT`` of them are not yet handled:
+  a flooding socket is slowed to the pace of the loop (TCP pushes back on the
+  peer), and every other call's replies and events wait behind at most that
+  many frames of it. An ordinary call never has that many in flight.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ LOOPBACK: Final[tuple[Network, ...]] = (
     ipaddress.IPv4Network("127.0.0.0/8"),
     ipaddress.IPv6Network("::1/128"),
 )
-# Frames one reader hands to the loop before it waits for the loop to handle them.
+# One reader's batches handed to the loop and not yet handled, at most, and frames per batch.
+_BATCHES_IN_FLIGHT: Final = 4
 _BATCH_FRAMES: Final = 64
 _RECV_BYTES: Final = 65536
 
@@ -157,8 +159,9 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         self._announced: CallChannel | None = None
         self._held: list[tuple[str, Any]] = []
         self._held_bytes = 0
-        # Set when the loop has handled the last batch this reader handed over.
-        self._delivered = gevent.event.Event()
+        # Batches handed to the loop and not yet handled; `_handled` is set as each one is.
+        self._in_flight = 0
+        self._handled = gevent.event.Event()
         self._closed = gevent.event.Event()
         self._close_reason = "connection closed by FreeSWITCH"
         self.connected: bool = False  # greenswitch sets it True once the socket is adopted
@@ -198,7 +201,7 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         if self.connected:
             self._close_reason = reason
         self.connected = False
-        self._delivered.set()  # a reader waiting on the loop goes on to find the socket closed
+        self._handled.set()  # a reader waiting on the loop goes on to find the socket closed
         with contextlib.suppress(OSError):  # already closed by the peer
             self.sock.shutdown(stdlib_socket.SHUT_RDWR)
 
@@ -278,7 +281,7 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                 return completed
 
     def _hand_over(self, batch: list[tuple[str, Any]], size: int) -> None:
-        """Give a batch to the loop and wait until it is handled (the fairness bound)."""
+        """Give a batch to the loop; wait while too many are unhandled (the fairness bound)."""
         if self._announced is None:
             # Set-up is not finished: FreeSWITCH sends a few events here, a flood is no FreeSWITCH.
             self._held_bytes += size
@@ -286,14 +289,20 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                 raise FrameError(f"over {self._link.max_frame_bytes} bytes of events before set-up ended")
             self._held.extend(batch)
             return
-        self._delivered.clear()
-        if not self._link.post(self._announced, batch, self._delivered.set):
+        self._in_flight += 1
+        if not self._link.post(self._announced, batch, self._batch_handled):
+            self._in_flight -= 1
             return
-        # The acknowledgement comes through the hub's thread-safe wake-up, which does not keep
-        # the hub alive by itself: a timed wait does (or, once all else has stopped, the hub
-        # would report that this wait could never end).
-        while not self._delivered.wait(1.0) and self.connected:
-            pass
+        while self._in_flight >= _BATCHES_IN_FLIGHT and self.connected:
+            self._handled.clear()
+            # The news comes through the hub's thread-safe wake-up, which does not keep the hub
+            # alive by itself: a timed wait does (else, once all else has stopped, the hub would
+            # report that this wait could never end).
+            self._handled.wait(1.0)
+
+    def _batch_handled(self) -> None:
+        self._in_flight -= 1
+        self._handled.set()
 
     def _route(self, frame: Frame, batch: list[tuple[str, Any]]) -> None:
         kind = frame.content_type
