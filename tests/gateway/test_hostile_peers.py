@@ -8,6 +8,7 @@ exactly what the test tells it to.
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -58,6 +59,30 @@ async def test_a_peer_inside_the_allow_list_is_served(
     stranger = await RawPeer.open(esl_address(gateway), source_host="127.0.0.1")
     assert await stranger.wait_closed_by_gateway() == b""
     peer.abort()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize("config", [make_config(esl=EslConfig(listen=Address("::1", 0)))])
+async def test_an_ipv6_listener_serves_freeswitch_on_ipv6_loopback(
+    gateway: Gateway, stubs: Stubs, events: Subscription, config: GatewayConfig
+) -> None:
+    address = esl_address(gateway)
+    assert address.host == "::1"
+    sim = FreeSwitchSimulator(address.host, address.port)
+    try:
+        call = await connected(sim, events)
+        await answer_succeeds(stubs, events, call.uuid)
+    finally:
+        await sim.close()
 
 
 # --- how many, how big, how slow ---------------------------------------------------------------

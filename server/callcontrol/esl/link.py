@@ -29,7 +29,11 @@ One peer cannot hurt the others:
   and stops reading while ``_BATCHES_IN_FLIGHT`` of them are not yet handled:
   a flooding socket is slowed to the pace of the loop (TCP pushes back on the
   peer), and every other call's replies and events wait behind at most that
-  many frames of it. An ordinary call never has that many in flight.
+  many frames of it. An ordinary call never has that many in flight;
+* each socket is read at most ``_READ_BYTES_PER_SECOND`` (after a burst of
+  ``_READ_BURST_BYTES``): parsing costs CPU on a thread that shares the GIL
+  with the loop, so a flood is held to a small share of it. A call's own
+  socket carries a few dozen events of a few kB in its whole life.
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ LOOPBACK: Final[tuple[Network, ...]] = (
 # One reader's batches handed to the loop and not yet handled, at most, and frames per batch.
 _BATCHES_IN_FLIGHT: Final = 4
 _BATCH_FRAMES: Final = 64
+# Bytes read per second per socket, at most, after a burst (a token bucket). Parsing a 4 kB
+# event costs about 150 us, so a socket at this rate takes a few % of a core.
+_READ_BYTES_PER_SECOND: Final = 1024 * 1024
+_READ_BURST_BYTES: Final = 256 * 1024
 _RECV_BYTES: Final = 65536
 
 
@@ -162,6 +170,8 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         # Batches handed to the loop and not yet handled; `_handled` is set as each one is.
         self._in_flight = 0
         self._handled = gevent.event.Event()
+        self._tokens = float(_READ_BURST_BYTES)
+        self._tokens_at = time.monotonic()
         self._closed = gevent.event.Event()
         self._close_reason = "connection closed by FreeSWITCH"
         self.connected: bool = False  # greenswitch sets it True once the socket is adopted
@@ -219,6 +229,11 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                     begun = None
                 if parser.buffered and begun is None:
                     begun = time.monotonic()
+                delay = self._pace(len(data))
+                if delay:
+                    gevent.sleep(delay)
+                    if begun is not None:
+                        begun += delay  # our own pause is not the peer's slowness
         except FrameError as exc:
             self._close_reason = f"protocol error: {exc}"
             log.error("bad frame from FreeSWITCH: %s", exc)
@@ -275,8 +290,9 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
             completed = completed or count > 0
             if batch:
                 self._hand_over(batch, before - parser.buffered)
-            else:
-                gevent.sleep(0)  # frames we drop (or none yet) must not keep the others waiting
+            # Let the other sockets' readers and writers in between batches: recv() does not
+            # yield while data is waiting, so a busy socket would otherwise keep the thread.
+            gevent.sleep(0)
             if count < _BATCH_FRAMES or not self.connected:
                 return completed
 
@@ -299,6 +315,14 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
             # alive by itself: a timed wait does (else, once all else has stopped, the hub would
             # report that this wait could never end).
             self._handled.wait(1.0)
+
+    def _pace(self, size: int) -> float:
+        """Seconds to wait before reading on, so that this socket stays within its read rate."""
+        now = time.monotonic()
+        refill = (now - self._tokens_at) * _READ_BYTES_PER_SECOND
+        self._tokens = min(float(_READ_BURST_BYTES), self._tokens + refill) - size
+        self._tokens_at = now
+        return 0.0 if self._tokens >= 0 else -self._tokens / _READ_BYTES_PER_SECOND
 
     def _batch_handled(self) -> None:
         self._in_flight -= 1
