@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import ipaddress
 import math
 import re
 import tomllib
@@ -70,11 +71,42 @@ class EslConfig:
     app_variable: str = "call_control_app_id"
     # Deadline for FreeSWITCH's reply to one command (a reply can never come).
     reply_timeout_ms: int = 5000
-    # Most concurrent outbound sockets accepted.
+    # Most concurrent outbound sockets; one more is closed at once (its call goes on in the dialplan).
     max_connections: int = 10000
     # After a linger notice that came before CHANNEL_HANGUP_COMPLETE, how long to
     # wait for it before releasing the call (FreeSWITCH keeps the channel meanwhile).
     linger_wait_ms: int = 1500
+    # Networks FreeSWITCH may connect from (CIDR, like FreeSWITCH's own ACLs); others are
+    # closed at accept, before a byte is sent.
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Largest frame (header block + body) read from FreeSWITCH; real events are tens of kB.
+    max_frame_bytes: int = 1024 * 1024
+    # How long the rest of a begun frame may take to arrive; past it the socket is closed.
+    partial_frame_timeout_ms: int = 5000
+
+    def __post_init__(self) -> None:
+        allow_networks(self.allow)
+
+    @property
+    def allow_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return allow_networks(self.allow)
+
+
+def allow_networks(allow: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``esl.allow`` as networks; a ConfigError naming the setting if any entry is not a CIDR."""
+    if isinstance(allow, str) or not isinstance(allow, list | tuple):
+        raise ConfigError('esl.allow: a list of networks, e.g. ["127.0.0.0/8", "::1/128"]')
+    if not allow:
+        raise ConfigError("esl.allow: at least one network (an empty list lets no FreeSWITCH in)")
+    networks = []
+    for entry in allow:
+        try:
+            if not isinstance(entry, str):
+                raise TypeError("not a string")
+            networks.append(ipaddress.ip_network(entry))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"esl.allow: {entry!r} is not a network ({exc})") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +268,8 @@ _FLAT_SECTIONS = ("grpc", "metrics")
 _MINIMUM: dict[str, float] = {
     "esl.reply_timeout_ms": 1,
     "esl.max_connections": 1,
+    "esl.max_frame_bytes": 65536,
+    "esl.partial_frame_timeout_ms": 1,
     "operations.timeout_ms": 1,
     "operations.retention_per_app": 1,
     "operations.max_in_progress_per_app": 1,

@@ -47,7 +47,7 @@ from callcontrol.events import (
 from callcontrol.metrics import CommandMetrics
 from callcontrol.operations import Operation, OperationStore, Status
 from callcontrol.sessions import Session, SessionRegistry, SessionState
-from callcontrol.validation import DEFAULT_CAUSE
+from callcontrol.validation import DEFAULT_CAUSE, canonical_uuid, session_id_violation
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +214,21 @@ class CallControl:
         )
 
     # -- the link (LinkHandler) -------------------------------------------------
+    def _call_of(self, channel: CallChannel) -> _Call | None:
+        """The call this connection owns. A connection speaks only for its own session: one
+        refused (a second socket claiming a live call's Unique-ID, an unknown owner) or
+        superseded (the old socket of a call the dialplan handed over again) owns none."""
+        call = self._calls.get(channel.unique_id)
+        return call if call is not None and call.channel is channel else None
+
     def call_connected(self, channel: CallChannel) -> None:
         data = channel.channel_data
         session_id = channel.unique_id
+        if session_id_violation(session_id) is not None or session_id != canonical_uuid(session_id):
+            # No API request could ever name it; FreeSWITCH's own Unique-IDs are lowercase UUIDs.
+            log.warning("call with Unique-ID %r is not a UUID; returning it to the dialplan", session_id[:64])
+            channel.send(encode_command("exit"), lambda reply: None)
+            return
         app_id = data.get(f"variable_{self._config.esl.app_variable}", "")
         if not app_id or self._config.application(app_id) is None:
             log.warning(
@@ -261,7 +273,7 @@ class CallControl:
         )
 
     def call_event(self, channel: CallChannel, event: Event) -> None:
-        call = self._calls.get(channel.unique_id)
+        call = self._call_of(channel)
         if call is None or event.get("Unique-ID", channel.unique_id) != channel.unique_id:
             return
         name = event.name
@@ -303,7 +315,7 @@ class CallControl:
             self._metrics.answer_confirmed((op.finished_at - op.created_at).total_seconds())
 
     def call_notice(self, channel: CallChannel, notice: Frame) -> None:
-        call = self._calls.get(channel.unique_id)
+        call = self._call_of(channel)
         if call is None or notice.headers.get("Content-Disposition") != "linger":
             # A disconnect notice needs nothing: the close follows it.
             return
@@ -344,9 +356,10 @@ class CallControl:
             call.channel.send(encode_command("exit"), lambda reply: None)
 
     def call_closed(self, channel: CallChannel, reason: str) -> None:
-        call = self._calls.pop(channel.unique_id, None)
+        call = self._call_of(channel)
         if call is None:
             return
+        del self._calls[channel.unique_id]
         if call.linger_timer is not None:
             call.linger_timer.cancel()
             call.linger_timer = None

@@ -78,6 +78,9 @@ class Gateway:
             reply_timeout=config.esl.reply_timeout_ms / 1000,
             max_connections=config.esl.max_connections,
             metrics=LinkMetrics(self.registry),
+            allow=config.esl.allow_networks,
+            max_frame_bytes=config.esl.max_frame_bytes,
+            partial_frame_timeout=config.esl.partial_frame_timeout_ms / 1000,
         )
         self.health = HealthServicer()
         # The one place requests are limited, for gRPC and REST (Envoy has no limiter).

@@ -386,7 +386,7 @@ def test_garbage_raises_frame_error(garbage: bytes) -> None:
 
 
 def test_an_endless_header_block_is_refused() -> None:
-    parser = FrameParser(max_header_bytes=1024)
+    parser = FrameParser(max_frame_bytes=1024)
     with pytest.raises(FrameError):
         parser.frames(b"X-Long: " + b"a" * 2000)
 

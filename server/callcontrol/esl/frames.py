@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Final, Generic, Literal, TypeVar
 
 __all__ = [
-    "DEFAULT_MAX_BODY_BYTES",
-    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_FRAME_BYTES",
     "Command",
     "CommandParser",
     "Event",
@@ -58,9 +57,10 @@ __all__ = [
     "url_encode",
 ]
 
-DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
-# FreeSWITCH itself stops reading a command at 10 MiB (read_packet's max_len).
-DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+# Largest frame (header block + body) a parser buffers before it gives up with a FrameError.
+# Real events are tens of kB (the largest captured is 9 kB); a peer announcing more is not
+# FreeSWITCH, or is broken, and must not pin memory.
+DEFAULT_MAX_FRAME_BYTES: Final = 1024 * 1024
 
 
 class FrameError(ValueError):
@@ -292,7 +292,11 @@ def _checked_content_length(stripped: bytes, value: str | bytes, limit: int) -> 
     # ``stripped`` is what must be all ASCII digits; ``value`` is what int() reads and errors show.
     if not _DIGITS.fullmatch(stripped):
         raise FrameError(f"bad Content-Length: {value[:40]!r}")
-    length = int(stripped)
+    # int() refuses more than 4300 digits with a plain ValueError; no real length has 20.
+    digits = stripped.lstrip(b"0")
+    if len(digits) > 20:
+        raise FrameError(f"Content-Length of {len(digits)} digits is over the {limit}-byte limit")
+    length = int(digits or b"0")
     if length > limit:
         raise FrameError(f"Content-Length {length} is over the {limit}-byte limit")
     return length
@@ -310,7 +314,8 @@ def parse_event_plain(body: bytes) -> Event:
     match = _FRAME_HEAD_END.search(body)
     block, rest = (body[: match.start()], body[match.end() :]) if match else (body, b"")
     pairs = _header_pairs(block, decode_values=True)
-    length = _content_length(pairs, DEFAULT_MAX_BODY_BYTES)
+    # The inner body lies inside this one: a longer length is a lie, however it is written.
+    length = _content_length(pairs, len(body))
     if length is None:
         return Event(Headers(pairs), b"")
     if length > len(rest):
@@ -328,6 +333,12 @@ class _LengthFramedReader(Generic[_Meta, _Out]):
 
     A subclass says where a header block ends (`_HEAD_END`, `_resume_from`),
     what its header block means (`_parse_head`) and what to return (`_build`).
+
+    Memory is bounded: a frame (header block and body) longer than
+    ``max_frame_bytes`` is a `FrameError` as soon as that is known (an
+    announced length at once, an endless header block once it passes the
+    limit), so after any call that returns, at most one unfinished frame of at
+    most ``max_frame_bytes`` is buffered.
     """
 
     # Ends a header block; searched for in the buffer from ``_scan_from``.
@@ -335,18 +346,23 @@ class _LengthFramedReader(Generic[_Meta, _Out]):
     # What a header block is called in the size-limit errors.
     _HEAD_NAME: ClassVar[str]
 
-    def __init__(
-        self,
-        *,
-        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    ) -> None:
+    def __init__(self, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        if max_frame_bytes < 1:
+            raise ValueError("max_frame_bytes must be positive")
         self._buffer = bytearray()
         self._scan_from = 0
-        self._max_header_bytes = max_header_bytes
-        self._max_body_bytes = max_body_bytes
+        self._max_frame_bytes = max_frame_bytes
         # Parsed header block whose body has not fully arrived yet: (meta, body start, body length).
         self._pending: tuple[_Meta, int, int] | None = None
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._max_frame_bytes
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned."""
+        return len(self._buffer)
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -381,23 +397,24 @@ class _LengthFramedReader(Generic[_Meta, _Out]):
         if skip:
             del self._buffer[:skip]
             self._scan_from = 0
+        limit = self._max_frame_bytes
         match = self._HEAD_END.search(self._buffer, self._scan_from)
         if match is None:
-            if len(self._buffer) > self._max_header_bytes:
-                raise FrameError(f"no end of {self._HEAD_NAME} within {self._max_header_bytes} bytes")
+            if len(self._buffer) > limit:
+                raise FrameError(f"no end of {self._HEAD_NAME} within the {limit}-byte frame limit")
             self._scan_from = self._resume_from()
             return None
-        if match.start() > self._max_header_bytes:
-            raise FrameError(f"{self._HEAD_NAME} longer than {self._max_header_bytes} bytes")
-        meta, length = self._parse_head(bytes(self._buffer[: match.start()]))
+        if match.end() > limit:
+            raise FrameError(f"{self._HEAD_NAME} longer than the {limit}-byte frame limit")
+        meta, length = self._parse_head(bytes(self._buffer[: match.start()]), limit - match.end())
         return meta, match.end(), length
 
     def _resume_from(self) -> int:
         """Where the next `_HEAD_END` search starts after one that found nothing."""
         raise NotImplementedError
 
-    def _parse_head(self, block: bytes) -> tuple[_Meta, int]:
-        """The parsed header block (without its end) and its body length."""
+    def _parse_head(self, block: bytes, max_body: int) -> tuple[_Meta, int]:
+        """The parsed header block (without its end) and its body length (at most ``max_body``)."""
         raise NotImplementedError
 
     def _build(self, meta: _Meta, body: bytes) -> _Out:
@@ -415,11 +432,6 @@ class FrameParser(_LengthFramedReader[list[tuple[bytes, bytes]], Frame]):
     _HEAD_END = _FRAME_HEAD_END
     _HEAD_NAME = "header block"
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet returned as a frame."""
-        return len(self._buffer)
-
     def frames(self, data: bytes = b"") -> list[Frame]:
         """Feed ``data`` and return every complete frame."""
         return self._drain(data)
@@ -431,7 +443,7 @@ class FrameParser(_LengthFramedReader[list[tuple[bytes, bytes]], Frame]):
         # The end (at most 3 bytes) may have begun in the last 2 bytes.
         return max(0, len(self._buffer) - 2)
 
-    def _parse_head(self, block: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
+    def _parse_head(self, block: bytes, max_body: int) -> tuple[list[tuple[bytes, bytes]], int]:
         raw_pairs: list[tuple[bytes, bytes]] = []
         for raw_line in block.split(b"\n"):
             line = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
@@ -439,7 +451,7 @@ class FrameParser(_LengthFramedReader[list[tuple[bytes, bytes]], Frame]):
                 raw_pairs.append(_split_header_line(line))
         for name, value in raw_pairs:
             if name.lower() == b"content-length":
-                return raw_pairs, _checked_content_length(value.strip(), value, self._max_body_bytes)
+                return raw_pairs, _checked_content_length(value.strip(), value, max_body)
         return raw_pairs, 0
 
     def _build(self, meta: list[tuple[bytes, bytes]], body: bytes) -> Frame:
@@ -481,7 +493,7 @@ class CommandParser(_LengthFramedReader[tuple[str, list[tuple[str, str]]], Comma
         # Rescan the trailing CR/LF run next time: it may be the start of the end.
         return len(self._buffer.rstrip(b"\r\n"))
 
-    def _parse_head(self, block: bytes) -> tuple[tuple[str, list[tuple[str, str]]], int]:
+    def _parse_head(self, block: bytes, max_body: int) -> tuple[tuple[str, list[tuple[str, str]]], int]:
         lines = _LINE_BREAKS.split(block)
         first = lines[0].decode("utf-8", "replace")
         pairs: list[tuple[str, str]] = []
@@ -489,7 +501,7 @@ class CommandParser(_LengthFramedReader[tuple[str, list[tuple[str, str]]], Comma
             if raw:
                 name, value = _split_header_line(raw)
                 pairs.append((name.decode("utf-8", "replace"), value.decode("utf-8", "replace")))
-        return (first, pairs), _content_length(pairs, self._max_body_bytes) or 0
+        return (first, pairs), _content_length(pairs, max_body) or 0
 
     def _build(self, meta: tuple[str, list[tuple[str, str]]], body: bytes) -> Command:
         line, pairs = meta

@@ -17,6 +17,23 @@ by ``callcontrol.esl.frames`` because greenswitch percent-decodes whole frames
 before splitting them (a literal ``%`` in a value is corrupted), leaves the
 disconnect-notice body unread, polls its event queue once a second, and waits
 for replies with no deadline.
+
+One peer cannot hurt the others:
+
+* only addresses in ``allow`` are served, and at most ``max_connections`` at
+  once; any other connection is closed at accept, before a byte is sent (the
+  call goes on in its dialplan, as when nobody listens);
+* a frame longer than ``max_frame_bytes`` (`FrameError`), or one whose rest
+  takes longer than ``partial_frame_timeout`` to arrive, closes that socket;
+* each reader hands frames to the loop in batches of at most ``_BATCH_FRAMES``
+  and stops reading while ``_BATCHES_IN_FLIGHT`` of them are not yet handled:
+  a flooding socket is slowed to the pace of the loop (TCP pushes back on the
+  peer), and every other call's replies and events wait behind at most that
+  many frames of it. An ordinary call never has that many in flight;
+* each socket is read at most ``_READ_BYTES_PER_SECOND`` (after a burst of
+  ``_READ_BURST_BYTES``): parsing costs CPU on a thread that shares the GIL
+  with the loop, so a flood is held to a small share of it. A call's own
+  socket carries a few dozen events of a few kB in its whole life.
 """
 
 from __future__ import annotations
@@ -25,27 +42,53 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import ipaddress
 import logging
 import socket as stdlib_socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import gevent
 import gevent.event
 import gevent.lock
-import gevent.pool
 import gevent.server
 import gevent.socket
 from greenswitch.esl import OutboundSession, OutboundSessionHasGoneAway
 
 from callcontrol.config import Address
-from callcontrol.esl.frames import Event, Frame, FrameError, FrameParser, encode_command
+from callcontrol.esl.frames import (
+    DEFAULT_MAX_FRAME_BYTES,
+    Event,
+    Frame,
+    FrameError,
+    FrameParser,
+    encode_command,
+)
 from callcontrol.logs import context_with
 from callcontrol.metrics import LinkMetrics
 
 log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: Final[tuple[Network, ...]] = (
+    ipaddress.IPv4Network("127.0.0.0/8"),
+    ipaddress.IPv6Network("::1/128"),
+)
+# One reader's batches handed to the loop and not yet handled, at most, and frames per batch.
+_BATCHES_IN_FLIGHT: Final = 4
+_BATCH_FRAMES: Final = 64
+# Bytes read per second per socket, at most, after a burst (a token bucket). Parsing a 4 kB
+# event costs about 150 us, so a socket at this rate takes a few % of a core.
+_READ_BYTES_PER_SECOND: Final = 1024 * 1024
+_READ_BURST_BYTES: Final = 256 * 1024
+_RECV_BYTES: Final = 65536
+
+
+class _PartialFrameTimeout(Exception):
+    """The rest of a begun frame did not arrive in time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +172,12 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         self._write_lock = gevent.lock.Semaphore()
         self._announced: CallChannel | None = None
         self._held: list[tuple[str, Any]] = []
+        self._held_bytes = 0
+        # Batches handed to the loop and not yet handled; `_handled` is set as each one is.
+        self._in_flight = 0
+        self._handled = gevent.event.Event()
+        self._tokens = float(_READ_BURST_BYTES)
+        self._tokens_at = time.monotonic()
         self._closed = gevent.event.Event()
         self._close_reason = "connection closed by FreeSWITCH"
         self.connected: bool = False  # greenswitch sets it True once the socket is adopted
@@ -168,50 +217,132 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         if self.connected:
             self._close_reason = reason
         self.connected = False
+        self._handled.set()  # a reader waiting on the loop goes on to find the socket closed
         with contextlib.suppress(OSError):  # already closed by the peer
             self.sock.shutdown(stdlib_socket.SHUT_RDWR)
 
     # -- reading -------------------------------------------------------------
     def receive_events(self) -> None:
-        parser = FrameParser()
+        parser = FrameParser(max_frame_bytes=self._link.max_frame_bytes)
+        begun: float | None = None  # when the unfinished frame in the parser began to arrive
         try:
             while True:
-                data = self.sock.recv(65536)
+                data = self._recv(begun)
                 if not data:
                     break
                 parser.feed(data)
-                batch: list[tuple[str, Any]] = []
-                while (frame := parser.next_frame()) is not None:
-                    self._route(frame, batch)
-                if batch:
-                    self._post(batch)
+                if self._read_frames(parser):
+                    begun = None
+                if parser.buffered and begun is None:
+                    begun = time.monotonic()
+                delay = self._pace(len(data))
+                if delay:
+                    gevent.sleep(delay)
+                    if begun is not None:
+                        begun += delay  # our own pause is not the peer's slowness
         except FrameError as exc:
             self._close_reason = f"protocol error: {exc}"
             self._link.metrics.protocol_errors.inc()
             log.error("bad frame from FreeSWITCH: %s", exc)
+        except _PartialFrameTimeout:
+            timeout_ms = round(self._link.partial_frame_timeout * 1000)
+            self._close_reason = f"protocol error: a frame left unfinished for {timeout_ms} ms"
+            self._link.metrics.protocol_errors.inc()
+            log.error("FreeSWITCH left a frame unfinished for %d ms; closing", timeout_ms)
         except OSError as exc:
             if self.connected:
                 self._close_reason = f"connection error: {exc}"
         finally:
             self.connected = False
             self._outbound_connected = False
-            batch = []
+            self._link.release(self)
+            closing: list[tuple[str, Any]] = []
             while self._pending:
-                self._fail(self._pending.popleft(), self._close_reason, batch)
-            batch.append(("closed", self._close_reason))
-            self._post(batch)
+                self._fail(self._pending.popleft(), self._close_reason, closing)
+            closing.append(("closed", self._close_reason))
+            self._post(closing)
             # greenswitch's makefile() holds a reference: close both, or the fd leaks.
             self.sock_file.close()
             self.sock.close()
             self._closed.set()
+
+    def _recv(self, begun: float | None) -> bytes:
+        """The next bytes; with a frame begun, only until its partial-frame deadline."""
+        if begun is None:
+            data: bytes = self.sock.recv(_RECV_BYTES)
+            return data
+        remaining = begun + self._link.partial_frame_timeout - time.monotonic()
+        if remaining <= 0:
+            raise _PartialFrameTimeout
+        # The deadline is for the whole frame: a peer trickling a byte at a time does not reset it.
+        with gevent.Timeout(remaining, _PartialFrameTimeout()):
+            data = self.sock.recv(_RECV_BYTES)
+        return data
+
+    def _read_frames(self, parser: FrameParser) -> bool:
+        """Route every complete frame, a batch at a time; True if any frame was complete."""
+        completed = False
+        while True:
+            batch: list[tuple[str, Any]] = []
+            before = parser.buffered
+            count = 0
+            try:
+                while count < _BATCH_FRAMES and (frame := parser.next_frame()) is not None:
+                    count += 1
+                    self._route(frame, batch)
+            except FrameError:
+                # What came before the bad frame is still news (a hangup, a reply): deliver it.
+                if batch and self._announced is not None:
+                    self._link.post(self._announced, batch)
+                raise
+            completed = completed or count > 0
+            if batch:
+                self._hand_over(batch, before - parser.buffered)
+            # Let the other sockets' readers and writers in between batches: recv() does not
+            # yield while data is waiting, so a busy socket would otherwise keep the thread.
+            gevent.sleep(0)
+            if count < _BATCH_FRAMES or not self.connected:
+                return completed
+
+    def _hand_over(self, batch: list[tuple[str, Any]], size: int) -> None:
+        """Give a batch to the loop; wait while too many are unhandled (the fairness bound)."""
+        if self._announced is None:
+            # Set-up is not finished: FreeSWITCH sends a few events here, a flood is no FreeSWITCH.
+            self._held_bytes += size
+            if self._held_bytes > self._link.max_frame_bytes:
+                raise FrameError(f"over {self._link.max_frame_bytes} bytes of events before set-up ended")
+            self._held.extend(batch)
+            return
+        self._in_flight += 1
+        if not self._link.post(self._announced, batch, self._batch_handled):
+            self._in_flight -= 1
+            return
+        while self._in_flight >= _BATCHES_IN_FLIGHT and self.connected:
+            self._handled.clear()
+            # The news comes through the hub's thread-safe wake-up, which does not keep the hub
+            # alive by itself: a timed wait does (else, once all else has stopped, the hub would
+            # report that this wait could never end).
+            self._handled.wait(1.0)
+
+    def _pace(self, size: int) -> float:
+        """Seconds to wait before reading on, so that this socket stays within its read rate."""
+        now = time.monotonic()
+        refill = (now - self._tokens_at) * _READ_BYTES_PER_SECOND
+        self._tokens = min(float(_READ_BURST_BYTES), self._tokens + refill) - size
+        self._tokens_at = now
+        return 0.0 if self._tokens >= 0 else -self._tokens / _READ_BYTES_PER_SECOND
+
+    def _batch_handled(self) -> None:
+        self._in_flight -= 1
+        self._handled.set()
 
     def _route(self, frame: Frame, batch: list[tuple[str, Any]]) -> None:
         kind = frame.content_type
         self._link.metrics.frame_received(kind)
         if kind in ("command/reply", "api/response"):
             if not self._pending:
-                log.warning("unsolicited %s from FreeSWITCH ignored", kind)
-                return
+                # Replies are positional: one to no command means the stream is out of step.
+                raise FrameError(f"{kind} to no command")
             slot = self._pending.popleft()
             text = frame.reply_text if frame.reply_text is not None else frame.body.decode(errors="replace")
             reply = Reply(ok=text.startswith("+OK") or kind == "api/response", text=text.strip(), frame=frame)
@@ -270,11 +401,17 @@ class OutboundLink:
         reply_timeout: float = 5.0,
         max_connections: int = 10000,
         metrics: LinkMetrics | None = None,
+        allow: Sequence[Network] = LOOPBACK,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        partial_frame_timeout: float = 5.0,
     ) -> None:
         self._listen = listen
         self._handler = handler
         self.reply_timeout = reply_timeout
         self._max_connections = max_connections
+        self._allow = tuple(allow)
+        self.max_frame_bytes = max_frame_bytes
+        self.partial_frame_timeout = partial_frame_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._hub: Any = None
@@ -318,12 +455,36 @@ class OutboundLink:
             raise RuntimeError("link not started")
         self._hub.loop.run_callback_threadsafe(gevent.spawn, fn, *args)
 
-    def post(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
-        """gevent thread → loop, preserving order."""
-        context = context_with(session_id=channel.unique_id)  # the session id for logs
-        self.loop.call_soon_threadsafe(self._deliver, channel, batch, context=context)
+    def post(
+        self,
+        channel: CallChannel,
+        batch: list[tuple[str, Any]],
+        on_delivered: Callable[[], None] | None = None,
+    ) -> bool:
+        """gevent thread → loop, preserving order; ``on_delivered`` then runs on the gevent thread.
 
-    def _deliver(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
+        False if the loop is closed (nothing will be delivered, nor acknowledged).
+        """
+        context = context_with(session_id=channel.unique_id)  # the session id for logs
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, channel, batch, on_delivered, context=context)
+        except RuntimeError:
+            return False
+        return True
+
+    def _deliver(
+        self,
+        channel: CallChannel,
+        batch: list[tuple[str, Any]],
+        on_delivered: Callable[[], None] | None = None,
+    ) -> None:
+        try:
+            self._handle_batch(channel, batch)
+        finally:
+            if on_delivered is not None:
+                self._hub.loop.run_callback_threadsafe(on_delivered)
+
+    def _handle_batch(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
         handler = self._handler
         for kind, item in batch:
             try:
@@ -346,15 +507,16 @@ class OutboundLink:
     def _run_thread(self, ready: concurrent.futures.Future[Address]) -> None:
         try:
             self._hub = gevent.get_hub()
-            listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
+            family = gevent.socket.AF_INET6 if ":" in self._listen.host else gevent.socket.AF_INET
+            listener = gevent.socket.socket(family, gevent.socket.SOCK_STREAM)
             listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
             listener.bind((self._listen.host, self._listen.port))
             listener.listen(1024)
             host, port = listener.getsockname()[:2]
             self._stop = gevent.event.Event()
-            self._server = gevent.server.StreamServer(
-                listener, self._handle, spawn=gevent.pool.Pool(self._max_connections)
-            )
+            # No pool: a pool that is full stops accepting, and FreeSWITCH's next call would wait
+            # unseen in the listen backlog; `_handle` closes it instead (see `_admit`).
+            self._server = gevent.server.StreamServer(listener, self._handle)
             self._server.start()
         except BaseException as exc:  # noqa: BLE001 - reported to start(), which raises it
             ready.set_exception(exc)
@@ -372,7 +534,33 @@ class OutboundLink:
         if self._stop is not None:
             self._stop.set()
 
+    def release(self, session: _Session) -> None:
+        """The connection's slot is free: called before its close is posted to the loop, so
+        anyone who has heard of the close finds the slot free. Idempotent."""
+        self._sessions.discard(session)
+
+    def _admit(self, address: Any) -> str | None:
+        """Why a new connection is refused, or None to serve it."""
+        try:
+            ip = ipaddress.ip_address(str(address[0]).partition("%")[0])
+        except ValueError:
+            return "not an IP peer"
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not any(ip in network for network in self._allow):
+            return "not in esl.allow"
+        if len(self._sessions) >= self._max_connections:
+            return f"{len(self._sessions)} connections open (esl.max_connections)"
+        return None
+
     def _handle(self, sock: Any, address: Any) -> None:
+        refused = self._admit(address)
+        if refused is not None:
+            # Closed before a byte is sent: FreeSWITCH's socket application fails and the
+            # dialplan goes on, as when nobody listens.
+            log.warning("outbound socket from %s refused: %s", address[0], refused)
+            sock.close()
+            return
         sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
         session = _Session(sock, address, self)
         self._sessions.add(session)
