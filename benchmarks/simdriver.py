@@ -2,7 +2,8 @@
 
 ``place``: n calls at a given rate (0: as fast as connections open), held open
 until something ends them; returns their session ids. ``hangup_all``: every
-live call's caller hangs up. ``live``: how many calls are still up. Calls
+live call's caller hangs up. ``live``: how many calls are still up. ``settle``: until
+the sockets of ended calls are closed. Calls
 that are over are forgotten so a long run does not grow here.
 ``python -m benchmarks.simdriver --gateway HOST:PORT``
 """
@@ -77,6 +78,19 @@ async def live(args: Json) -> Json:
     return {"live": sum(c.state in _ALIVE for c in sim.calls.values())}
 
 
+async def settle(args: Json) -> Json:
+    """Until every call that is over has its socket closed (linger, exit, close: the gateway's work too)."""
+    sim = _simulator()
+    deadline = time.monotonic() + float(args.get("wait_s", 30.0))
+    while True:
+        open_ = sum(c.socket_open for c in sim.calls.values() if c.state not in _ALIVE)
+        if not open_ or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    _forget_finished(sim)
+    return {"settled": not open_, "still_open": open_}
+
+
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
@@ -92,4 +106,4 @@ if __name__ == "__main__":
         _sim = FreeSwitchSimulator(*options.gateway)
         return {}
 
-    worker.main({"place": place, "hangup_all": hangup_all, "live": live}, start)
+    worker.main({"place": place, "hangup_all": hangup_all, "live": live, "settle": settle}, start)
