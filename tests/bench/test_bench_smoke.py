@@ -36,7 +36,9 @@ def test_smoke_run_writes_every_section(tmp_path: Path) -> None:
     result = json.loads(json_path.read_text())
     profile = run.PROFILES["smoke"]
 
-    assert {"profile", "machine", "idle", "paths", "lifecycle", "memory", "webhooks", "summary"} <= set(result)
+    assert {"profile", "machine", "idle", "paths", "lifecycle", "memory", "webhooks", "summary"} <= set(
+        result
+    )
     assert result["machine"]["cores"] >= 1
     assert {"gateway", "envoy", "simulator", "app", "loadgen", "echo"} <= set(result["idle"]["cpu_ms_per_s"])
 
