@@ -48,14 +48,17 @@ class _Tally:
             return
         self.latencies.append(time.perf_counter() - t0)
 
-    def result(self, requests: int, seconds: float) -> Json:
-        return {
+    def result(self, requests: int, seconds: float, raw: bool) -> Json:
+        out: Json = {
             "requests": requests,
             "seconds": round(seconds, 4),
             "per_s": round(requests / seconds, 1) if seconds > 0 else 0.0,
             "latency": worker.percentiles(self.latencies),
             "errors": self.errors,
         }
+        if raw:  # for the orchestrator to merge slices of one measurement
+            out["latencies_ms"] = [round(s * 1000, 3) for s in self.latencies]
+        return out
 
 
 class RestError(Exception):
@@ -88,7 +91,7 @@ async def echo(args: Json) -> Json:
                 count += 1
 
         await asyncio.gather(*(loop() for _ in range(in_flight)))
-        return tally.result(count, time.perf_counter() - t0)
+        return tally.result(count, time.perf_counter() - t0, bool(args.get("raw")))
 
 
 Commander = Callable[[str, str], Awaitable[None]]  # (session_id, "answer" | "hangup")
@@ -116,7 +119,7 @@ async def _drive(args: Json, command: Commander) -> Json:
                 commands += 1
 
     await asyncio.gather(*(loop() for _ in range(in_flight)))
-    out = tally.result(commands, time.perf_counter() - t0)
+    out = tally.result(commands, time.perf_counter() - t0, bool(args.get("raw")))
     out["calls"] = calls
     out["pool_exhausted"] = not pool
     pool.reverse()

@@ -205,6 +205,7 @@ def chart(result: Json, path: Path) -> None:
         )
     for ax, title, unit in ((thr, "throughput per path", "requests/s"), (lat, "latency per path", "ms")):
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xlabel("in flight")
         ax.set_ylabel(unit)
         ax.set_title(title)

@@ -26,6 +26,7 @@ import base64
 import contextlib
 import functools
 import json
+import math
 import platform
 import secrets
 import socket
@@ -39,7 +40,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks import procstat, report
+from benchmarks import procstat, report, worker
 from benchmarks.processes import REPO, Child, GatewayProcess
 from benchmarks.worker import raise_fd_limit
 
@@ -52,10 +53,12 @@ LAG_LIMIT_MS = 50.0
 @dataclass(frozen=True)
 class Profile:
     name: str
-    path_seconds: float = 5.0  # each (path, in flight) measurement
-    in_flight: tuple[int, ...] = (1, 16, 64)
-    pool: int = 2000  # live calls ready for the command phases
-    place_rate: float = 500.0  # calls/s when filling the pool or the memory phase
+    path_seconds: float = 6.0  # each (path, in flight) measurement, in interleaved slices
+    path_rounds: int = 3
+    in_flight: tuple[int, ...] = (16, 1, 64)  # the headline level first, in case time runs out
+    pool: int = 600  # live calls ready for the command phases (refilled before each slice)
+    place_rate: float = 300.0  # calls/s when filling the pool or the memory phase...
+    place_chunk: int = 100  # ...in chunks, each announced before the next
     rates: tuple[float, ...] = (10, 25, 50, 100, 200, 300, 400, 600)
     step_seconds: float = 5.0  # each call rate of the lifecycle phase
     memory_calls: tuple[int, ...] = (1000, 10000)
@@ -67,18 +70,20 @@ PROFILES = {
     "full": Profile("full"),
     "quick": Profile(
         "quick",
-        path_seconds=2.0,
-        pool=600,
+        path_seconds=3.0,
+        path_rounds=2,
+        pool=300,
         rates=(10, 25, 50, 100, 200),
         step_seconds=2.0,
         memory_calls=(200, 1000),
-        budget_s=150.0,
+        budget_s=180.0,
     ),
     # The test suite's smoke run: every section, tiny numbers.
     "smoke": Profile(
         "smoke",
         path_seconds=0.3,
-        in_flight=(1, 4),
+        path_rounds=1,
+        in_flight=(4, 1),
         pool=30,
         rates=(10, 20),
         step_seconds=0.5,
@@ -209,6 +214,7 @@ class Stack:
     metrics: Metrics | None = None
     started: float = field(default_factory=time.monotonic)
     generation: int = 0
+    phase_end: float = float("inf")
 
     def pids(self) -> dict[str, int]:
         assert self.gateway is not None
@@ -228,7 +234,12 @@ class Stack:
         return {name: procstat.cpu_seconds(pid) for name, pid in self.pids().items()}
 
     def left(self) -> float:
-        return self.profile.budget_s - (time.monotonic() - self.started)
+        """Seconds left for the current phase (its share of what is left of the budget)."""
+        return min(self.phase_end, self.started + self.profile.budget_s) - time.monotonic()
+
+    def begin_phase(self, share: float, shares_left: float) -> None:
+        budget_left = self.started + self.profile.budget_s - time.monotonic()
+        self.phase_end = time.monotonic() + budget_left * share / shares_left
 
     async def start_gateway(self) -> None:
         """A fresh gateway (new ports, new outbox) and a simulator pointed at it."""
@@ -276,47 +287,110 @@ async def measured(stack: Stack, work: Callable[[], Awaitable[Json]]) -> tuple[J
     return result, {name: after[name] - before.get(name, 0.0) for name in after}
 
 
-async def fill_pool(stack: Stack, pool: list[str], size: int) -> None:
+async def place_announced(stack: Stack, n: int, reserve_s: float = 10.0) -> Json:
+    """Place ``n`` held calls in chunks, each announced (call.initiated arrived) before the next.
+
+    Bounded outstanding work keeps the preparation from overrunning the gateway
+    (the measured phases push it on purpose). Stops early on a failure or when
+    only ``reserve_s`` of the run's budget is left.
+    """
     assert stack.sim is not None
+    ids: list[str] = []
+    failed = missing = 0
+    why = ""
+    while len(ids) < n:
+        if stack.left() < reserve_s:
+            why = "time budget"
+            break
+        chunk = min(stack.profile.place_chunk, n - len(ids))
+        placed = await stack.sim.call("place", n=chunk, rate=stack.profile.place_rate, app_id=APP_ID)
+        waited = await stack.app.call("wait_sessions", session_ids=placed["session_ids"], wait_s=60.0)
+        ids += placed["session_ids"]
+        failed += placed["failed"]
+        missing += waited["missing"]
+        if placed["failed"] or waited["missing"]:
+            why = f"{failed} sockets failed, {missing} calls never announced (see {stack.log_dir})"
+            break
+    return {"session_ids": ids, "failed": failed, "missing": missing, "stopped": why}
+
+
+async def fill_pool(stack: Stack, pool: list[str], size: int) -> None:
+    """Top the pool up; a level that started is finished even if that runs over its share."""
     assert stack.metrics is not None
-    want = size - len(pool)
-    if want <= 0:
-        return
-    placed = await stack.sim.call("place", n=want, rate=stack.profile.place_rate, app_id=APP_ID)
-    await stack.app.call("wait_sessions", session_ids=placed["session_ids"], wait_s=60.0)
-    await stack.metrics.drained()
-    pool.extend(placed["session_ids"])
+    if size > len(pool):
+        placed = await place_announced(stack, size - len(pool), reserve_s=-math.inf)
+        if placed["stopped"]:
+            raise RuntimeError(f"could not fill the call pool: {placed['stopped']}")
+        pool.extend(placed["session_ids"])
+        await stack.metrics.drained()
+
+
+@dataclass
+class _PathTotals:
+    """One path at one in-flight level, summed over its interleaved slices."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    pool_exhausted: bool = False
+
+    def add(self, result: Json, cpu: dict[str, float]) -> None:
+        self.requests += result["requests"]
+        self.seconds += result["seconds"]
+        self.calls += result.get("calls", 0)
+        self.latencies_s += [ms / 1000 for ms in result["latencies_ms"]]
+        for key, count in result["errors"].items():
+            self.errors[key] = self.errors.get(key, 0) + count
+        for name, seconds in cpu.items():
+            self.cpu[name] = self.cpu.get(name, 0.0) + seconds
+        self.pool_exhausted |= bool(result.get("pool_exhausted"))
+
+    def row(self, path: str, in_flight: int) -> Json:
+        row: Json = {
+            "path": path,
+            "in_flight": in_flight,
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "per_s": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
+            "latency": worker.percentiles(self.latencies_s),
+            "errors": self.errors,
+            "cpu_ms": _per(self.cpu, self.requests),
+        }
+        if path != "echo":
+            row["calls"] = self.calls
+            row["pool_exhausted"] = self.pool_exhausted
+        return row
 
 
 async def phase_paths(stack: Stack) -> Json:
+    """Echo, gRPC and REST in interleaved slices, so a burst of load elsewhere on
+    the machine hits all three alike instead of one whole measurement."""
     profile, setup = stack.profile, stack.setup
     assert setup is not None
     assert stack.sim is not None
     auth = {"app_id": APP_ID, "api_key": setup.api_key}
+    slice_s = profile.path_seconds / profile.path_rounds
+    ops: dict[str, tuple[str, Json]] = {
+        "echo": ("echo", {"address": stack.echo.hello["address"], "warmup": 0}),
+        "grpc": ("grpc_commands", {"address": setup.grpc, **auth}),
+        "rest": ("rest_commands", {"url": setup.rest_url, **auth}),
+    }
     pool: list[str] = []
     rows: list[Json] = []
+    level_s = 3 * profile.path_seconds  # a guess until the first level has run
     for in_flight in profile.in_flight:
-        if stack.left() < 3 * profile.path_seconds + 10:
+        if stack.left() < level_s:
             rows.append({"in_flight": in_flight, "skipped": "time budget"})
             continue
-        echo, cpu = await measured(
-            stack,
-            functools.partial(
-                stack.loadgen.call,
-                "echo",
-                address=stack.echo.hello["address"],
-                in_flight=in_flight,
-                duration=profile.path_seconds,
-            ),
-        )
-        rows.append({"path": "echo", "in_flight": in_flight, **echo, "cpu_ms": _per(cpu, echo["requests"])})
-        targets: tuple[tuple[str, str, Json], ...] = (
-            ("grpc", "grpc_commands", {"address": setup.grpc, **auth}),
-            ("rest", "rest_commands", {"url": setup.rest_url, **auth}),
-        )
-        for path, op, target in targets:
+        level_started = time.monotonic()
+        # Warm-up outside the measurement: connections, first calls.
+        await stack.loadgen.call("echo", in_flight=in_flight, duration=0.2, **ops["echo"][1])
+        for path in ("grpc", "rest"):
             await fill_pool(stack, pool, profile.pool)
-            # Warm-up outside the measurement: connections, first-call paths.
+            op, target = ops[path]
             warm = await stack.loadgen.call(
                 op,
                 session_ids=pool,
@@ -326,31 +400,38 @@ async def phase_paths(stack: Stack) -> Json:
                 **target,
             )
             pool[:] = warm["unused"]
-            await fill_pool(stack, pool, profile.pool)
-            result, cpu = await measured(
-                stack,
-                functools.partial(
-                    stack.loadgen.call,
-                    op,
-                    session_ids=list(pool),
-                    in_flight=in_flight,
-                    duration=profile.path_seconds,
-                    **target,
-                ),
-            )
-            pool[:] = result.pop("unused")
-            rows.append(
-                {"path": path, "in_flight": in_flight, **result, "cpu_ms": _per(cpu, result["requests"])}
-            )
+        totals = {path: _PathTotals() for path in ops}
+        for _ in range(profile.path_rounds):
+            for path, (op, target) in ops.items():
+                if path != "echo":
+                    await fill_pool(stack, pool, profile.pool)
+                    target = {**target, "session_ids": list(pool)}
+                result, cpu = await measured(
+                    stack,
+                    functools.partial(
+                        stack.loadgen.call, op, in_flight=in_flight, duration=slice_s, raw=True, **target
+                    ),
+                )
+                if path != "echo":
+                    pool[:] = result["unused"]
+                totals[path].add(result, cpu)
+        rows += [totals[path].row(path, in_flight) for path in ops]
+        level_s = time.monotonic() - level_started
     # The pool's calls end here so the next phase starts from no live calls.
     await stack.sim.call("hangup_all")
     await stack.sim.call("settle")
     await stack.metrics.drained()  # type: ignore[union-attr]
+    rows.sort(key=lambda r: int(r["in_flight"]))
     echo_by_n = {r["in_flight"]: r["per_s"] for r in rows if r.get("path") == "echo"}
     for row in rows:
         if row.get("path") in ("grpc", "rest") and echo_by_n.get(row["in_flight"]):
             row["vs_echo"] = round(row["per_s"] / echo_by_n[row["in_flight"]], 4)
-    return {"rows": rows, "note": "requests = RPCs (echo) or commands (answer + hangup per call)"}
+    return {
+        "rounds": profile.path_rounds,
+        "rows": rows,
+        "note": "requests = RPCs (echo) or commands (answer + hangup per call); "
+        "latency = until the RPC's reply (202 Accepted for REST)",
+    }
 
 
 async def phase_lifecycle(stack: Stack) -> Json:
@@ -363,7 +444,7 @@ async def phase_lifecycle(stack: Stack) -> Json:
     knee: Json | None = None
     try:
         for rate in profile.rates:
-            if stack.left() < profile.step_seconds + 15:
+            if stack.left() < profile.step_seconds + 5:
                 steps.append({"rate": rate, "skipped": "time budget"})
                 break
             n = max(1, round(rate * profile.step_seconds))
@@ -436,14 +517,7 @@ async def phase_memory(stack: Stack) -> Json:
     notes: list[str] = []
     live = 0
     for target in profile.memory_calls:
-        seconds_needed = (target - live) / profile.place_rate + 20
-        if stack.left() < seconds_needed:
-            notes.append(f"{target} live calls skipped: time budget")
-            break
-        placed = await stack.sim.call("place", n=target - live, rate=profile.place_rate, app_id=APP_ID)
-        waited = await stack.app.call(
-            "wait_sessions", session_ids=placed["session_ids"], wait_s=max(30.0, seconds_needed)
-        )
+        placed = await place_announced(stack, target - live, reserve_s=3.0)
         await stack.metrics.drained()
         sessions = int((await stack.metrics.read()).get("sessions_live", 0))
         rss = procstat.rss_kb(stack.gateway.pid)
@@ -456,12 +530,11 @@ async def phase_memory(stack: Stack) -> Json:
                 "socket_errors": placed["failed"],
             }
         )
+        if sessions == live:
+            points.pop()  # nothing placed: no new point
         live = sessions
-        if placed["failed"] or not waited["ok_all"]:
-            notes.append(
-                f"reached {sessions} of {target} live calls: {placed['failed']} sockets failed, "
-                f"{waited['missing']} calls never announced (see the logs in {stack.log_dir})"
-            )
+        if placed["stopped"]:
+            notes.append(f"reached {sessions:,} of {target:,} live calls: {placed['stopped']}")
             break
     return {"points": points, "notes": notes}
 
@@ -478,13 +551,15 @@ async def phase_backlog(stack: Stack) -> Json:
     stored = (await stack.metrics.read()).get("webhook_events_stored_total", 0.0)
     ended = (await stack.sim.call("hangup_all"))["hung_up"]
     backlog_ok = await stack.metrics.until(
-        lambda m: m.get("webhook_events_stored_total", 0) >= stored + ended, timeout=120.0
+        lambda m: m.get("webhook_events_stored_total", 0) >= stored + ended, timeout=max(30.0, stack.left())
     )
     await stack.sim.call("settle")  # the calls' own tails are not delivery work
     queued = (await stack.metrics.read()).get("webhook_queue_depth", 0.0)
     before = stack.cpu()
     await stack.app.call("release")
-    delivered = await stack.app.call("wait_webhooks", type="call.hangup", n=ended, wait_s=120.0)
+    delivered = await stack.app.call(
+        "wait_webhooks", type="call.hangup", n=ended, wait_s=max(30.0, stack.left())
+    )
     await stack.metrics.drained()
     after = stack.cpu()
     stats = await stack.app.call("stats")
@@ -541,14 +616,17 @@ async def bench(profile: Profile, out_dir: Path) -> Json:
                 await asyncio.gather(stack.app.start(), stack.loadgen.start(), stack.echo.start())
                 await stack.start_gateway()
                 result["idle"] = await idle(stack)
-                for name, phase in (
-                    ("paths", phase_paths),
-                    ("lifecycle", phase_lifecycle),
-                    ("memory", phase_memory),
-                    ("webhooks", phase_backlog),
-                ):
+                # Each phase gets its share of what is left; time one does not use goes to the next.
+                phases = (
+                    ("paths", phase_paths, 0.35),
+                    ("lifecycle", phase_lifecycle, 0.25),
+                    ("memory", phase_memory, 0.25),
+                    ("webhooks", phase_backlog, 0.15),
+                )
+                for index, (name, phase, share) in enumerate(phases):
+                    stack.begin_phase(share, sum(s for _, _, s in phases[index:]))
                     t0 = time.monotonic()
-                    _progress(f"{name} ...")
+                    _progress(f"{name} (up to {stack.left():.0f} s) ...")
                     result[name] = await phase(stack)
                     result[name]["seconds_taken"] = round(time.monotonic() - t0, 1)
             finally:
