@@ -434,6 +434,45 @@ async def phase_paths(stack: Stack) -> Json:
     }
 
 
+async def _lifecycle_step(stack: Stack, rate: float, attempt: int) -> Json:
+    n = max(1, round(rate * stack.profile.step_seconds))
+    await stack.app.call("reset")
+
+    async def step() -> Json:
+        assert stack.sim is not None
+        placed = await stack.sim.call("place", n=n, rate=rate, app_id=APP_ID)
+        done = await stack.app.call("wait_complete", n=n, wait_s=15.0)
+        return {**placed, "all_complete": done["ok_all"]}
+
+    placed, cpu = await measured(stack, step)
+    stats = await stack.app.call("stats")
+    complete = stats["complete_calls"]
+    reasons = []
+    if placed["failed"] or complete < n:
+        reasons.append(f"{n - complete} of {n} calls incomplete")
+    if stats["rpc_errors"]:
+        reasons.append(f"command errors {stats['rpc_errors']}")
+    p99 = stats["lag"]["p99_ms"]
+    if p99 is not None and p99 >= LAG_LIMIT_MS:
+        reasons.append(f"webhook lag p99 {p99} ms >= {LAG_LIMIT_MS:g}")
+    if placed["rate"] is not None and placed["rate"] < 0.9 * rate:
+        reasons.append(f"the simulator placed only {placed['rate']}/s")
+    return {
+        "rate": rate,
+        "attempt": attempt,
+        "calls": n,
+        "placed_rate": placed["rate"],
+        "complete": complete,
+        "webhooks": stats["webhooks"],
+        "lag": stats["lag"],
+        "call_time": stats["call_time"],
+        "rpc_errors": stats["rpc_errors"],
+        "cpu_ms": _per(cpu, complete),
+        "ok": not reasons,
+        "why_not": reasons,
+    }
+
+
 async def phase_lifecycle(stack: Stack) -> Json:
     profile, setup = stack.profile, stack.setup
     assert setup is not None
@@ -443,50 +482,22 @@ async def phase_lifecycle(stack: Stack) -> Json:
     sustained: float | None = None
     knee: Json | None = None
     try:
-        for rate in profile.rates:
+        # A rate that fails is tried once more: on a shared machine one burst elsewhere can
+        # push a p99 over the line, and the knee should be the gateway's, not the neighbours'.
+        attempts = [(rate, try_) for rate in profile.rates for try_ in (1, 2)]
+        for rate, try_ in attempts:
+            if try_ == 2 and (not steps or steps[-1].get("ok", True)):
+                continue
             if stack.left() < profile.step_seconds + 5:
                 steps.append({"rate": rate, "skipped": "time budget"})
                 break
-            n = max(1, round(rate * profile.step_seconds))
-            await stack.app.call("reset")
-
-            async def step(rate: float = rate, n: int = n) -> Json:
-                assert stack.sim is not None
-                placed = await stack.sim.call("place", n=n, rate=rate, app_id=APP_ID)
-                done = await stack.app.call("wait_complete", n=n, wait_s=15.0)
-                return {**placed, "all_complete": done["ok_all"]}
-
-            placed, cpu = await measured(stack, step)
-            stats = await stack.app.call("stats")
-            complete = stats["complete_calls"]
-            reasons = []
-            if placed["failed"] or complete < n:
-                reasons.append(f"{n - complete} of {n} calls incomplete")
-            if stats["rpc_errors"]:
-                reasons.append(f"command errors {stats['rpc_errors']}")
-            p99 = stats["lag"]["p99_ms"]
-            if p99 is not None and p99 >= LAG_LIMIT_MS:
-                reasons.append(f"webhook lag p99 {p99} ms >= {LAG_LIMIT_MS:g}")
-            if placed["rate"] is not None and placed["rate"] < 0.9 * rate:
-                reasons.append(f"the simulator placed only {placed['rate']}/s")
-            row = {
-                "rate": rate,
-                "calls": n,
-                "placed_rate": placed["rate"],
-                "complete": complete,
-                "webhooks": stats["webhooks"],
-                "lag": stats["lag"],
-                "call_time": stats["call_time"],
-                "rpc_errors": stats["rpc_errors"],
-                "cpu_ms": _per(cpu, complete),
-                "ok": not reasons,
-                "why_not": reasons,
-            }
+            row = await _lifecycle_step(stack, rate, try_)
             steps.append(row)
-            if reasons:
+            if row["ok"]:
+                sustained = rate
+            elif try_ == 2:
                 knee = row
                 break
-            sustained = rate
     finally:
         await stack.app.call("react")
     return {
