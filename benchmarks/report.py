@@ -216,7 +216,7 @@ def chart(result: Json, path: Path) -> None:
     steps = [s for s in result.get("lifecycle", {}).get("steps", []) if "cpu_ms" in s]
     if steps:
         procs = sorted({k for s in steps for k, v in s["cpu_ms"].items() if v})
-        labels = [f"{s['rate']:g}" for s in steps]
+        labels = [f"{s['rate']:g}" + (" again" if s.get("attempt") == 2 else "") for s in steps]
         bottom = [0.0] * len(steps)
         for proc in procs:
             values = [s["cpu_ms"].get(proc) or 0.0 for s in steps]
@@ -228,6 +228,7 @@ def chart(result: Json, path: Path) -> None:
         )
         twin.axhline(result["lifecycle"]["lag_limit_ms"], color="red", linestyle=":", linewidth=1)
         twin.set_ylabel("webhook lag p99 ms")
+        twin.set_ylim(bottom=0)
         cpu_ax.legend(fontsize=8, loc="upper left")
     cpu_ax.set_title("CPU per full call by process")
     cpu_ax.set_xlabel("calls/s")
