@@ -150,7 +150,7 @@ def _write_config(run_dir: Path, ports: dict[str, int]) -> Path:
     config = run_dir / "gateway.toml"
     config.write_text(
         '[grpc]\nlisten = "127.0.0.1:0"\n[esl]\nlisten = "127.0.0.1:0"\n[metrics]\nlisten = "off"\n'
-        '[rest]\nlisten = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\nrate_limit_per_s = 1000\n'
+        '[rest]\nlisten = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n[limits]\nrate_limit_per_s = 1000\n'
         f"[operations]\nretention_per_app = {RETENTION_PER_APP}\n"
         f'[webhooks]\noutbox_path = "{run_dir / "outbox.db"}"\nrequest_timeout_s = 1.0\n{apps}'
     )
