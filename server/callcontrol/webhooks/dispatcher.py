@@ -42,7 +42,7 @@ import aiohttp
 
 from callcontrol.webhooks.delivery import AttemptResult, post_webhook
 from callcontrol.webhooks.metrics import WebhookMetrics
-from callcontrol.webhooks.outbox import AttemptRecord, DueDelivery, Outcome, SqliteOutbox
+from callcontrol.webhooks.outbox import AttemptRecord, DueDelivery, Outbox, Outcome
 from callcontrol.webhooks.retry import Decision, RetryPolicy, decide
 from callcontrol.webhooks.signing import SigningKey, webhook_headers
 
@@ -69,7 +69,7 @@ class DeliverySettings:
 
 @dataclass(frozen=True, slots=True)
 class _Shared:
-    outbox: SqliteOutbox
+    outbox: Outbox
     settings: DeliverySettings
     metrics: WebhookMetrics
     clock: Callable[[], float]
@@ -277,7 +277,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: Outbox,
         routes: Mapping[str, Route],
         settings: DeliverySettings,
         metrics: WebhookMetrics,
