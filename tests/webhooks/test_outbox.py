@@ -206,6 +206,7 @@ def test_prune_removes_old_finished_rows_and_their_attempts_only(outbox: Outbox)
     if isinstance(outbox, SqliteOutbox):
         assert outbox._db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0
     else:  # nothing of a pruned delivery stays behind
+        assert isinstance(outbox, RedisOutbox)
         assert outbox._redis.keys(f"{outbox.prefix}att:*") == []
         assert outbox._redis.hlen(f"{outbox.prefix}ids") == 1
     assert outbox.pending_count() == 1

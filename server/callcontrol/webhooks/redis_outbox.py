@@ -27,7 +27,7 @@ Why the blocking client: ``emit`` is synchronous on the loop and an event
 must be stored, acknowledged by Redis, before it returns (the SQLite outbox
 makes the same promise with a commit). One round trip on a LAN costs about
 what a SQLite commit does; the socket timeouts bound how long a hung Redis
-can hold the loop, and after a failure calls fail at once for a short while
+can hold the loop, and after a timeout calls fail at once for a short while
 (``_COOL_OFF_S``) instead of each waiting out the timeout again.
 """
 
@@ -57,8 +57,8 @@ from callcontrol.webhooks.outbox import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX: Final = "callcontrol:webhooks:"
-# After Redis failed, calls fail at once for this long rather than each
-# blocking the loop for a socket timeout.
+# After Redis timed out, calls fail at once for this long rather than each
+# blocking the loop for a socket timeout (a refused connection fails fast anyway).
 _COOL_OFF_S: Final = 0.2
 
 # Shared Lua: the key of a session's pending set, and the padded due member.
@@ -123,9 +123,9 @@ local app, session = f[1], f[2]
 if ARGV[3] ~= '' and redis.call('GET', p .. 'lease:' .. app) ~= ARGV[3] then
     return redis.error_reply('LEASE this replica no longer holds the lease of ' .. app)
 end
-if f[3] ~= 'pending' then return redis.error_reply('ERR delivery ' .. seq .. ' is not pending') end
 -- A call repeated after a lost reply: the attempt is already recorded.
 if tonumber(f[4]) >= tonumber(ARGV[5]) then return 0 end
+if f[3] ~= 'pending' then return redis.error_reply('ERR delivery ' .. seq .. ' is not pending') end
 redis.call('RPUSH', p .. 'att:' .. seq, ARGV[4])
 redis.call('HINCRBY', d, 'attempts', 1)
 redis.call('HSET', d, 'last_error', ARGV[8])
@@ -332,14 +332,18 @@ class RedisOutbox:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        # One reconnect on a dead pooled connection (Redis restarted), no more.
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),
-            single_connection_client=True,
-        )
+        # One connection (calls come from the loop, one at a time); one
+        # reconnect on a dead connection (Redis restarted), no more.
+        try:
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry=Retry(NoBackoff(), 1),
+                single_connection_client=True,
+            )
+        except (redis.RedisError, ValueError) as exc:
+            raise OutboxError(f"cluster.redis_url: Redis is unreachable: {exc}") from exc
         self._down_until = 0.0
         self._lease_token = lease_token if lease_token is not None else (lambda app_id: None)
         r = self._redis
@@ -359,11 +363,14 @@ class RedisOutbox:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one Redis call; every Redis failure becomes an OutboxError naming ``what``."""
         if time.monotonic() < self._down_until:
-            raise OutboxError(f"{what}: Redis at {self._safe_url()} is unreachable (failed just now)")
+            raise OutboxError(f"{what}: Redis at {self._safe_url()} is unreachable (timed out just now)")
         try:
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.TimeoutError as exc:
+            # A hung Redis: do not let every call wait out the timeout again.
             self._down_until = time.monotonic() + _COOL_OFF_S
+            raise OutboxError(f"{what}: Redis at {self._safe_url()} did not answer in time: {exc}") from exc
+        except redis.ConnectionError as exc:
             raise OutboxError(f"{what}: Redis at {self._safe_url()} is unreachable: {exc}") from exc
         except redis.RedisError as exc:
             raise OutboxError(f"{what}: {exc}") from exc

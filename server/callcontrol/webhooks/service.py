@@ -169,6 +169,13 @@ class WebhookService:
             return math.nan
 
     @property
+    def delivering_apps(self) -> frozenset[str]:
+        """Applications whose webhooks this process delivers now (all of them without a cluster)."""
+        if self._leases is None:
+            return frozenset(self._routes)
+        return self._leases.held
+
+    @property
     def store_available(self) -> bool:
         """False while a cluster replica cannot reach Redis: it stores and delivers nothing then."""
         return self._leases is None or self._leases.reachable
