@@ -334,3 +334,32 @@ async def test_an_expired_lease_is_taken_and_the_old_holder_learns_it(
     finally:
         await first.aclose()
         await second.aclose()
+
+
+def test_a_hung_redis_fails_calls_after_the_timeout_and_they_work_once_it_answers(
+    redis_server: RedisServer,
+) -> None:
+    outbox = RedisOutbox(redis_server.url, timeout_s=0.2)
+    assert redis_server._proc is not None
+    pid = redis_server._proc.pid
+    try:
+        assert outbox.add(_new("before"))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(OutboxError, match="did not answer in time"):
+                outbox.add(_new("while-hung"))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert outbox.add(_new("after"))
+                break
+            except OutboxError:
+                assert time.monotonic() < deadline, "Redis never answered again"
+                time.sleep(0.05)
+        record = outbox.get(APP_ID, "before")
+        assert record is not None
+        assert record.status is DeliveryStatus.PENDING
+    finally:
+        outbox.close()

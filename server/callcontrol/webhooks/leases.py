@@ -91,7 +91,10 @@ class Leases:
         self._expiry_s = expiry_s
         self._on_wake = on_wake
         self._redis = aredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 1)
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         )
         self._take = self._redis.register_script(_TAKE_OR_RENEW)
         self._release = self._redis.register_script(_RELEASE)

@@ -28,7 +28,9 @@ must be stored, acknowledged by Redis, before it returns (the SQLite outbox
 makes the same promise with a commit). One round trip on a LAN costs about
 what a SQLite commit does; the socket timeouts bound how long a hung Redis
 can hold the loop, and after a timeout calls fail at once for a short while
-(``_COOL_OFF_S``) instead of each waiting out the timeout again.
+(``_COOL_OFF_S``) instead of each waiting out the timeout again. A call that
+timed out may still have been applied when Redis resumes: an ``add`` that
+raised can then be delivered after all (at least once, never lost silently).
 """
 
 from __future__ import annotations
@@ -333,13 +335,15 @@ class RedisOutbox:
         self.url = url
         self.prefix = prefix
         # One connection (calls come from the loop, one at a time); one
-        # reconnect on a dead connection (Redis restarted), no more.
+        # reconnect on a dead connection (Redis restarted), no more, and no
+        # retry after a timeout (that would hold the loop twice as long). Every
+        # script is safe to run twice: add and record_attempt are idempotent.
         try:
             self._redis = redis.Redis.from_url(
                 url,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 1),
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
                 single_connection_client=True,
             )
         except (redis.RedisError, ValueError) as exc:
