@@ -7,6 +7,11 @@ without a ``webhook_url`` are not stored (there is nowhere to send them and
 nothing would ever prune them); they are counted in
 ``webhook_events_skipped_no_url_total``.
 
+The store is the SQLite outbox of a single gateway, or with
+``cluster.redis_url`` the Redis outbox all replicas share; then ``Leases``
+decides which replica delivers each application (see ``redis_outbox.py`` and
+``leases.py``), and nothing else here changes.
+
 ``run`` delivers until ``shutdown``. The outbox stays open after shutdown so
 late events (hangups while the gateway stops) are still stored for the next
 start; ``close`` releases the file.
