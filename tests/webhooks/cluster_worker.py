@@ -22,7 +22,8 @@ from callcontrol.webhooks import WebhookService
 from .conftest import FAST_RETRY, SECRET_A, app, hook_config
 from .crash_worker import APP_ID, _event, event_ids
 
-HEARTBEAT_MS, EXPIRY_MS = 200, 1000
+# Short, for test time; generous enough that a loaded machine does not starve a lease away.
+HEARTBEAT_MS, EXPIRY_MS = 250, 1500
 
 
 def cluster_config(redis_url: str, receiver_url: str, replica: str, *, concurrency: int = 4) -> GatewayConfig:
