@@ -7,6 +7,7 @@ and for the takeover a real replica process killed with SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -363,3 +364,29 @@ def test_a_hung_redis_fails_calls_after_the_timeout_and_they_work_once_it_answer
         assert record.status is DeliveryStatus.PENDING
     finally:
         outbox.close()
+
+
+async def test_the_holder_starts_an_event_stored_by_another_replica_without_waiting_for_a_heartbeat(
+    receiver: Receiver, redis_server: RedisServer
+) -> None:
+    def slow_heartbeat(replica: str) -> WebhookService:
+        config = cluster_config(redis_server.url, receiver.url, replica)
+        cluster = dataclasses.replace(config.cluster, heartbeat_ms=60_000, expiry_ms=180_000)
+        return WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
+
+    holder, emitter = slow_heartbeat("holder"), slow_heartbeat("emitter")
+    probe = RedisOutbox(redis_server.url)
+    try:
+        async with running(holder):
+            await eventually(lambda: holder.delivering_apps == {APP_ID}, what="the lease taken")
+            channel = f"{probe.prefix}wake"
+            await eventually(
+                lambda: dict(probe._redis.pubsub_numsub(channel)).get(channel.encode()) == 1,
+                what="the holder listening",
+            )
+            # The holder's lane sleeps with nothing due; only the wake-up can start it now.
+            emitter.emit(answered(APP_ID, session_of(1), event_id="from-the-other-replica"))
+            await receiver.wait_for(lambda: receiver.ids() == ["from-the-other-replica"], within=10)
+    finally:
+        emitter.close()
+        probe.close()
