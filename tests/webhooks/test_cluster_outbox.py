@@ -390,3 +390,32 @@ async def test_the_holder_starts_an_event_stored_by_another_replica_without_wait
     finally:
         emitter.close()
         probe.close()
+
+
+async def test_a_replica_whose_lease_is_taken_stops_its_attempts_in_flight(
+    receiver: Receiver, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    never = asyncio.Event()
+
+    async def hangs(_: Received) -> web.StreamResponse:
+        await never.wait()
+        return web.Response(status=204)
+
+    receiver.behaviour = hangs
+    service = WebhookService(cluster_config(redis_server.url, receiver.url, "paused"), retry=FAST_RETRY)
+    probe = RedisOutbox(redis_server.url)
+    try:
+        async with running(service):
+            await eventually(lambda: service.delivering_apps == {APP_ID}, what="the lease taken")
+            service.emit(answered(APP_ID, session_of(1), event_id="in-flight"))
+            await receiver.wait_for(lambda: receiver.in_flight == 1)
+            # As if this replica had been cut off long enough for another to take over.
+            probe._redis.set(f"{probe.prefix}lease:{APP_ID}", "another-replica/1")
+            await eventually(lambda: receiver.in_flight == 0, what="the attempt cancelled")
+            assert service.delivering_apps == frozenset()
+            assert "taken by another replica" in caplog.text
+            record = probe.get(APP_ID, "in-flight")
+            assert record is not None
+            assert (record.status, record.attempts) == (DeliveryStatus.PENDING, ())
+    finally:
+        probe.close()

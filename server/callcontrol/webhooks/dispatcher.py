@@ -98,6 +98,14 @@ class Lane:
     def wake(self) -> None:
         self._wake.set()
 
+    def abandon(self) -> None:
+        """Cancel the attempts in flight: this process may no longer send them (its lease went).
+
+        Cancelled attempts are not recorded, so they stay pending for whoever delivers now.
+        """
+        for task in list(self._in_flight.values()):
+            task.cancel()
+
     def stop(self, deadline: float) -> None:
         self._deadline = deadline
         self._stopped.set()
@@ -293,6 +301,11 @@ class Dispatcher:
         lane = self._lane_of.get(app_id)
         if lane is not None:
             lane.wake()
+
+    def abandon(self, app_id: str) -> None:
+        lane = self._lane_of.get(app_id)
+        if lane is not None:
+            lane.abandon()
 
     def stop(self, grace: float) -> None:
         deadline = asyncio.get_running_loop().time() + grace

@@ -9,9 +9,11 @@ exactly one live deliverer and a dead holder's lanes move within about
 its lease (paused, cut off) cannot record over the new holder's work.
 
 Locally a lease counts as held until ``expiry`` after the renewal that
-confirmed it was *sent* - never longer than Redis keeps it. When Redis cannot
-be reached every lease is dropped at once: delivery stops (it could not be
-recorded anyway) and resumes when Redis answers again.
+confirmed it was *sent* - never longer than Redis keeps it. A lease found
+taken, or every lease when Redis cannot be reached, is dropped at once: the
+lane claims nothing more and its attempts in flight are cancelled
+(``on_lost``), unrecorded, for the next holder to send; delivery resumes here
+when this replica holds the lease again.
 
 The loop also listens on ``P wake`` (published by the outbox on every new
 event) so the holder starts an event emitted on another replica at once;
@@ -77,6 +79,7 @@ class Leases:
         heartbeat_s: float,
         expiry_s: float,
         on_wake: Callable[[str], None],
+        on_lost: Callable[[str], None] = lambda app_id: None,
         timeout_s: float = 1.0,
     ) -> None:
         if expiry_s <= heartbeat_s:
@@ -90,6 +93,7 @@ class Leases:
         self._heartbeat_s = heartbeat_s
         self._expiry_s = expiry_s
         self._on_wake = on_wake
+        self._on_lost = on_lost
         self._redis = aredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -142,6 +146,7 @@ class Leases:
                     log.warning(
                         "webhook lease of %s was taken by another replica; delivery stopped here", app
                     )
+                    self._on_lost(app)
                 continue
             if int(state) == 2 or app not in self._held:
                 log.info("webhook lease of %s taken by %s: delivering its lane", app, self.replica_id)
@@ -157,7 +162,9 @@ class Leases:
                 ", ".join(sorted(self._held)) or "no application",
             )
         self._reachable = False
-        self._held.clear()
+        held, self._held = list(self._held), {}
+        for app in held:
+            self._on_lost(app)
 
     async def run(self) -> None:
         """Until ``stop``: renew every heartbeat and listen for new events."""

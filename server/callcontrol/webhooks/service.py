@@ -159,6 +159,7 @@ class WebhookService:
             heartbeat_s=heartbeat_s,
             expiry_s=expiry_s,
             on_wake=self._wake_lane,
+            on_lost=self._abandon_lane,
             timeout_s=timeout_s,
         )
         outbox.set_lease_source(self._leases.token_for)
@@ -166,6 +167,9 @@ class WebhookService:
 
     def _wake_lane(self, app_id: str) -> None:
         self._dispatcher.wake(app_id)
+
+    def _abandon_lane(self, app_id: str) -> None:
+        self._dispatcher.abandon(app_id)
 
     def _cluster_pending_count(self) -> float:
         try:
