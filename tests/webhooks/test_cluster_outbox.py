@@ -419,3 +419,20 @@ async def test_a_replica_whose_lease_is_taken_stops_its_attempts_in_flight(
             assert (record.status, record.attempts) == (DeliveryStatus.PENDING, ())
     finally:
         probe.close()
+
+
+def test_redis_settings_that_can_lose_webhooks_are_warned_about(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = cluster_config(redis_server.url, "http://127.0.0.1:9/hooks", "careful")
+    WebhookService(config).close()
+    assert "Redis at cluster.redis_url" not in caplog.text  # AOF, fsync always, noeviction
+    probe = RedisOutbox(redis_server.url)
+    try:
+        probe._redis.config_set("appendonly", "no")
+        probe._redis.config_set("maxmemory-policy", "allkeys-lru")
+        WebhookService(config).close()
+    finally:
+        probe.close()
+    assert "appendonly is no" in caplog.text
+    assert "maxmemory-policy is allkeys-lru" in caplog.text

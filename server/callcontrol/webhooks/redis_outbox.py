@@ -289,6 +289,11 @@ def _text(value: bytes | None) -> str:
     return "" if value is None else value.decode()
 
 
+def _str(value: object) -> str:
+    """A CONFIG GET key or value: redis-py gives str or bytes depending on the version."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _float_or_none(value: bytes | None) -> float | None:
     return None if value is None else float(value)
 
@@ -386,6 +391,32 @@ class RedisOutbox:
 
     def ping(self) -> None:
         self._call("ping", self._redis.ping)
+
+    def durability_warnings(self) -> list[str]:
+        """What in Redis's settings breaks the promise that an acknowledged event is kept.
+
+        Empty when the settings cannot be read (managed services often refuse CONFIG).
+        """
+        settings: dict[str, str] = {}
+        try:
+            for name in ("appendonly", "appendfsync", "maxmemory-policy"):  # one by one: Redis < 7
+                for key, value in self._redis.config_get(name).items():
+                    settings[_str(key)] = _str(value)
+        except redis.RedisError:
+            return []
+        warnings = []
+        if settings.get("appendonly") == "no":
+            warnings.append(
+                "appendonly is no: a Redis restart loses every stored webhook (want appendonly yes)"
+            )
+        elif settings.get("appendfsync") == "no":
+            warnings.append("appendfsync is no: a crash of the Redis host can lose acknowledged webhooks")
+        policy = settings.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            warnings.append(
+                f"maxmemory-policy is {policy}: Redis may evict stored webhooks (want noeviction)"
+            )
+        return warnings
 
     def close(self) -> None:
         self._redis.close()

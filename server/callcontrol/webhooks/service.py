@@ -151,6 +151,8 @@ class WebhookService:
         except OutboxError:
             outbox.close()
             raise
+        for warning in outbox.durability_warnings():
+            log.warning("Redis at cluster.redis_url: %s", warning)
         self._leases = Leases(
             cluster.redis_url,
             prefix=prefix,
