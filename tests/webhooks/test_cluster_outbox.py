@@ -384,6 +384,9 @@ async def test_the_holder_starts_an_event_stored_by_another_replica_without_wait
                 lambda: dict(probe._redis.pubsub_numsub(channel)).get(channel.encode()) == 1,
                 what="the holder listening",
             )
+            # Idle longer than the socket timeout (1 s here): the subscription must outlive it.
+            await asyncio.sleep(1.5)
+            assert dict(probe._redis.pubsub_numsub(channel)).get(channel.encode()) == 1
             # The holder's lane sleeps with nothing due; only the wake-up can start it now.
             emitter.emit(answered(APP_ID, session_of(1), event_id="from-the-other-replica"))
             await receiver.wait_for(lambda: receiver.ids() == ["from-the-other-replica"], within=10)
