@@ -14,7 +14,9 @@ import functools
 import hashlib
 import ipaddress
 import math
+import os
 import re
+import socket
 import tomllib
 import types
 import typing
@@ -229,6 +231,11 @@ class GatewayConfig:
             if app.app_id == app_id:
                 return app
         return None
+
+
+def replica_id(cfg: GatewayConfig) -> str:
+    """This replica's name in the cluster: cluster.replica_id, else host name and process id."""
+    return cfg.cluster.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def hash_api_key(key: str) -> bytes:

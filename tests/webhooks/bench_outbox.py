@@ -1,19 +1,25 @@
 """Measure emit latency and delivery throughput (not a test; prints numbers).
 
-PYTHONPATH=server .venv/bin/python -m tests.webhooks.bench_outbox [--events 10000] [--dir /tmp]
+PYTHONPATH=server .venv/bin/python -m tests.webhooks.bench_outbox [--events 10000] [--dir /tmp] [--redis]
+
+``--redis`` measures the cluster outbox instead, on a local redis-server
+(AOF with ``appendfsync always``, then ``everysec``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from callcontrol.config import ClusterConfig, GatewayConfig
 from callcontrol.events import LifecycleEvent
 from callcontrol.webhooks import WebhookService
+from tests.redis_server import RedisServer
 from tests.webhooks.conftest import Receiver, answered, app, hangup, hook_config, initiated, session_id
 
 
@@ -76,13 +82,76 @@ async def throughput(directory: Path, count: int, concurrency: int, per_session:
     )
 
 
+def _on_redis(cfg: GatewayConfig, url: str) -> GatewayConfig:
+    return dataclasses.replace(cfg, cluster=ClusterConfig(redis_url=url, replica_id="bench"))
+
+
+async def redis_emit_latency(server: RedisServer, count: int, burst: int, fsync: str) -> None:
+    """As ``emit_latency``, each event acknowledged by Redis (a fresh keyspace per run)."""
+    server_cfg = _on_redis(hook_config(app("bench", "http://127.0.0.1:9/none")), server.url)
+    service = WebhookService(server_cfg, redis_prefix=f"bench-{fsync}-{burst}:")
+    service._outbox._redis.config_set("appendfsync", fsync)  # type: ignore[attr-defined]
+    samples = []
+    for i, event in enumerate(_events(count, "bench", 4)):
+        if i % burst == 0:
+            await asyncio.sleep(0.01)
+        start = time.perf_counter()
+        service.emit(event)
+        samples.append(time.perf_counter() - start)
+    service.close()
+    samples.sort()
+    print(
+        f"emit Redis appendfsync {fsync:8} x{count} in bursts of {burst}: "
+        f"p50 {_quantile(samples, 0.5) * 1e6:.0f} us, p99 {_quantile(samples, 0.99) * 1e6:.0f} us, "
+        f"p99.9 {_quantile(samples, 0.999) * 1e6:.0f} us, max {samples[-1] * 1e6:.0f} us, "
+        f"mean {statistics.fmean(samples) * 1e6:.0f} us"
+    )
+
+
+async def redis_throughput(server: RedisServer, count: int, concurrency: int, per_session: int) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    cfg = _on_redis(hook_config(app("bench", receiver.url), concurrency=concurrency), server.url)
+    service = WebhookService(cfg, redis_prefix=f"tp-{concurrency}-{per_session}:")
+    task = asyncio.create_task(service.run())
+    start = time.perf_counter()
+    for event in _events(count, "bench", per_session):
+        service.emit(event)
+    await receiver.wait_for_count(count, within=300)
+    elapsed = time.perf_counter() - start
+    await service.shutdown()
+    await task
+    service.close()
+    await receiver.stop()
+    print(
+        f"deliver via Redis x{count}, concurrency {concurrency}, {per_session} events/session: "
+        f"{elapsed:.2f} s, {count / elapsed:.0f} webhooks/s (receiver in the same process)"
+    )
+
+
+async def redis_main(directory: Path, count: int) -> None:
+    server = RedisServer(directory / "redis")
+    server.start()
+    try:
+        for fsync in ("always", "everysec"):
+            for burst in (count, 100):
+                await redis_emit_latency(server, count, burst, fsync)
+        await redis_throughput(server, count, 16, per_session=4)
+    finally:
+        server.stop()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10000)
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--redis", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         directory = Path(tmp)
+        if args.redis:
+            await redis_main(directory, args.events)
+            return
         for burst in (args.events, 100):
             await emit_latency(directory, args.events, durable_sync=False, burst=burst)
             await emit_latency(directory, args.events, durable_sync=True, burst=burst)

@@ -1,4 +1,8 @@
-"""The SQLite outbox: durability, per-session heads, budgets, retention, and cheap queries."""
+"""The outboxes: per-session heads, budgets, retention and queries, on SQLite and on Redis.
+
+Behaviour tests take ``outbox`` and run against both stores; what only one
+store has (SQLite's file, WAL and query plans) takes ``sqlite_outbox``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from callcontrol.webhooks import DeliveryStatus, OutboxError, Outcome
-from callcontrol.webhooks.outbox import AttemptRecord, NewDelivery, SqliteOutbox
+from callcontrol.webhooks.outbox import AttemptRecord, NewDelivery, Outbox, SqliteOutbox
+from callcontrol.webhooks.redis_outbox import RedisOutbox
+from tests.redis_server import RedisServer
 
 
 def _new(event_id: str, session: str = "s1", app_id: str = "a", at: float = 100.0) -> NewDelivery:
@@ -20,19 +26,41 @@ def _attempt(outcome: Outcome, number: int = 1, status: int | None = 200, at: fl
     return AttemptRecord(number, at, "http://r/hooks", status, "", 1.5, outcome)
 
 
-def _due_ids(outbox: SqliteOutbox, now: float = 1000.0, app_id: str = "a") -> list[str]:
+def _due_ids(outbox: Outbox, now: float = 1000.0, app_id: str = "a") -> list[str]:
     return [d.event_id for d in outbox.due(app_id, now, 100)]
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[SqliteOutbox]:
+def sqlite_outbox(tmp_path: Path) -> Iterator[SqliteOutbox]:
     box = SqliteOutbox(str(tmp_path / "outbox.db"))
     yield box
     box.close()
 
 
-def test_an_added_event_is_committed_when_add_returns(tmp_path: Path, outbox: SqliteOutbox) -> None:
-    assert outbox.add(_new("e1"))
+TOKEN = "test-replica/0"
+
+
+def held_redis_outbox(server: RedisServer, *apps: str) -> RedisOutbox:
+    """A Redis outbox whose replica holds the delivery leases of ``apps``."""
+    box = RedisOutbox(server.url, lease_token=lambda app_id: TOKEN if app_id in apps else None)
+    for app_id in apps:
+        box._redis.set(f"{box.prefix}lease:{app_id}", TOKEN)
+    return box
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
+    box: Outbox
+    if request.param == "sqlite":
+        box = SqliteOutbox(str(tmp_path / "outbox.db"))
+    else:
+        box = held_redis_outbox(request.getfixturevalue("redis_server"), "a", "b")
+    yield box
+    box.close()
+
+
+def test_an_added_event_is_committed_when_add_returns(tmp_path: Path, sqlite_outbox: SqliteOutbox) -> None:
+    assert sqlite_outbox.add(_new("e1"))
     other = sqlite3.connect(tmp_path / "outbox.db")
     try:
         assert other.execute("SELECT event_id, status FROM deliveries").fetchall() == [("e1", "pending")]
@@ -40,8 +68,8 @@ def test_an_added_event_is_committed_when_add_returns(tmp_path: Path, outbox: Sq
         other.close()
 
 
-def test_uses_wal_with_normal_sync_by_default(outbox: SqliteOutbox, tmp_path: Path) -> None:
-    db = outbox._db
+def test_uses_wal_with_normal_sync_by_default(sqlite_outbox: SqliteOutbox, tmp_path: Path) -> None:
+    db = sqlite_outbox._db
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     full = SqliteOutbox(str(tmp_path / "full.db"), durable_sync=True)
@@ -51,13 +79,13 @@ def test_uses_wal_with_normal_sync_by_default(outbox: SqliteOutbox, tmp_path: Pa
         full.close()
 
 
-def test_the_same_event_id_is_stored_once(outbox: SqliteOutbox) -> None:
+def test_the_same_event_id_is_stored_once(outbox: Outbox) -> None:
     assert outbox.add(_new("e1"))
     assert not outbox.add(_new("e1"))
     assert outbox.pending_count() == 1
 
 
-def test_only_the_oldest_pending_event_of_a_session_is_due(outbox: SqliteOutbox) -> None:
+def test_only_the_oldest_pending_event_of_a_session_is_due(outbox: Outbox) -> None:
     for event_id, session in [("a1", "s1"), ("b1", "s2"), ("a2", "s1"), ("a3", "s1"), ("b2", "s2")]:
         outbox.add(_new(event_id, session))
     assert _due_ids(outbox) == ["a1", "b1"]
@@ -66,7 +94,7 @@ def test_only_the_oldest_pending_event_of_a_session_is_due(outbox: SqliteOutbox)
     assert _due_ids(outbox) == ["b1", "a2"]
 
 
-def test_a_failed_head_lets_the_next_event_go(outbox: SqliteOutbox) -> None:
+def test_a_failed_head_lets_the_next_event_go(outbox: Outbox) -> None:
     outbox.add(_new("e1"))
     outbox.add(_new("e2"))
     head = outbox.due("a", 1000.0, 1)[0]
@@ -79,7 +107,7 @@ def test_a_failed_head_lets_the_next_event_go(outbox: SqliteOutbox) -> None:
     assert record.last_error == "HTTP 400"
 
 
-def test_a_retry_keeps_the_session_waiting_until_it_is_due(outbox: SqliteOutbox) -> None:
+def test_a_retry_keeps_the_session_waiting_until_it_is_due(outbox: Outbox) -> None:
     outbox.add(_new("e1"))
     outbox.add(_new("e2"))
     head = outbox.due("a", 1000.0, 1)[0]
@@ -92,7 +120,7 @@ def test_a_retry_keeps_the_session_waiting_until_it_is_due(outbox: SqliteOutbox)
     assert (again.event_id, again.round_attempts, again.attempts) == ("e1", 1, 1)
 
 
-def test_claimed_deliveries_can_be_excluded(outbox: SqliteOutbox) -> None:
+def test_claimed_deliveries_can_be_excluded(outbox: Outbox) -> None:
     outbox.add(_new("e1", "s1"))
     outbox.add(_new("e2", "s2"))
     first = outbox.due("a", 1000.0, 1)[0]
@@ -101,7 +129,7 @@ def test_claimed_deliveries_can_be_excluded(outbox: SqliteOutbox) -> None:
     assert outbox.next_due("b") is None
 
 
-def test_applications_do_not_see_each_others_rows(outbox: SqliteOutbox) -> None:
+def test_applications_do_not_see_each_others_rows(outbox: Outbox) -> None:
     outbox.add(_new("e1", app_id="a"))
     outbox.add(_new("e2", "s1", app_id="b"))  # same session id, other app: its own head
     assert _due_ids(outbox, app_id="a") == ["e1"]
@@ -109,7 +137,7 @@ def test_applications_do_not_see_each_others_rows(outbox: SqliteOutbox) -> None:
     assert outbox.get("b", "e1") is None
 
 
-def test_every_attempt_is_kept_with_its_details(outbox: SqliteOutbox) -> None:
+def test_every_attempt_is_kept_with_its_details(outbox: Outbox) -> None:
     outbox.add(_new("e1"))
     seq = outbox.due("a", 1000.0, 1)[0].seq
     outbox.record_attempt(
@@ -133,7 +161,7 @@ def test_every_attempt_is_kept_with_its_details(outbox: SqliteOutbox) -> None:
     assert record.body == b'{"id":"e1"}'
 
 
-def test_requeue_gives_a_finished_delivery_a_fresh_budget(outbox: SqliteOutbox) -> None:
+def test_requeue_gives_a_finished_delivery_a_fresh_budget(outbox: Outbox) -> None:
     outbox.add(_new("e1"))
     seq = outbox.due("a", 1000.0, 1)[0].seq
     outbox.record_attempt(seq, _attempt(Outcome.FAILED, status=400), last_error="HTTP 400")
@@ -149,7 +177,7 @@ def test_requeue_gives_a_finished_delivery_a_fresh_budget(outbox: SqliteOutbox) 
     assert outbox.requeue("b", "e1", now=5001.0) is None
 
 
-def test_a_requeued_event_goes_before_later_events_of_its_session(outbox: SqliteOutbox) -> None:
+def test_a_requeued_event_goes_before_later_events_of_its_session(outbox: Outbox) -> None:
     outbox.add(_new("e1"))
     outbox.add(_new("e2"))
     outbox.add(_new("e3"))
@@ -163,7 +191,7 @@ def test_a_requeued_event_goes_before_later_events_of_its_session(outbox: Sqlite
     assert _due_ids(outbox) == ["e1"]
 
 
-def test_prune_removes_old_finished_rows_and_their_attempts_only(outbox: SqliteOutbox) -> None:
+def test_prune_removes_old_finished_rows_and_their_attempts_only(outbox: Outbox) -> None:
     for i in range(5):
         outbox.add(_new(f"d{i}", session=f"s{i}"))
     outbox.add(_new("p0", session="p"))
@@ -174,13 +202,19 @@ def test_prune_removes_old_finished_rows_and_their_attempts_only(outbox: SqliteO
     assert outbox.prune(DeliveryStatus.DELIVERED, finished_before=50.0, limit=10) == 0
     assert outbox.prune(DeliveryStatus.DELIVERED, finished_before=1e9, limit=3) == 3
     assert outbox.prune(DeliveryStatus.DELIVERED, finished_before=1e9, limit=3) == 2
-    assert outbox._db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0
+    assert all(outbox.get("a", f"d{i}") is None for i in range(5))
+    if isinstance(outbox, SqliteOutbox):
+        assert outbox._db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0
+    else:  # nothing of a pruned delivery stays behind
+        assert isinstance(outbox, RedisOutbox)
+        assert outbox._redis.keys(f"{outbox.prefix}att:*") == []
+        assert outbox._redis.hlen(f"{outbox.prefix}ids") == 1
     assert outbox.pending_count() == 1
     with pytest.raises(ValueError, match="never"):
         outbox.prune(DeliveryStatus.PENDING, 1e9, 10)
 
 
-def test_listing_is_newest_first_and_pages_by_seq(outbox: SqliteOutbox) -> None:
+def test_listing_is_newest_first_and_pages_by_seq(outbox: Outbox) -> None:
     for i in range(5):
         outbox.add(_new(f"e{i}", session=f"s{i}"))
     first = outbox.list_deliveries("a", DeliveryStatus.PENDING, 2)
@@ -190,7 +224,7 @@ def test_listing_is_newest_first_and_pages_by_seq(outbox: SqliteOutbox) -> None:
     assert outbox.list_deliveries("a", DeliveryStatus.FAILED, 10) == []
 
 
-def test_fail_pending_ends_an_applications_queue(outbox: SqliteOutbox) -> None:
+def test_fail_pending_ends_an_applications_queue(outbox: Outbox) -> None:
     outbox.add(_new("e1"))
     outbox.add(_new("e2"))
     outbox.add(_new("x1", app_id="b"))
@@ -215,9 +249,9 @@ def test_rows_survive_reopening_the_file(tmp_path: Path) -> None:
         again.close()
 
 
-def test_a_second_owner_of_the_same_file_is_refused(outbox: SqliteOutbox) -> None:
+def test_a_second_owner_of_the_same_file_is_refused(sqlite_outbox: SqliteOutbox) -> None:
     with pytest.raises(OutboxError, match="already in use"):
-        SqliteOutbox(outbox.path)
+        SqliteOutbox(sqlite_outbox.path)
 
 
 def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
@@ -232,20 +266,20 @@ def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
         SqliteOutbox(str(path))
 
 
-def test_hot_path_statements_seek_indexes_and_never_scan(outbox: SqliteOutbox) -> None:
+def test_hot_path_statements_seek_indexes_and_never_scan(sqlite_outbox: SqliteOutbox) -> None:
     statements: list[str] = []
     for i in range(50):
-        outbox.add(_new(f"w{i}", session=f"s{i % 7}"))
-    outbox._db.set_trace_callback(statements.append)
-    outbox.add(_new("e1", session="s1"))
-    due = outbox.due("a", 1000.0, 4, exclude=[1, 2])
-    outbox.next_due("a", exclude=[1])
-    outbox.record_attempt(due[0].seq, _attempt(Outcome.RETRY), next_attempt_at=5.0, last_error="")
-    outbox.record_attempt(due[1].seq, _attempt(Outcome.DELIVERED), last_error="")
-    outbox.get("a", "e1")
-    outbox._db.set_trace_callback(None)
+        sqlite_outbox.add(_new(f"w{i}", session=f"s{i % 7}"))
+    sqlite_outbox._db.set_trace_callback(statements.append)
+    sqlite_outbox.add(_new("e1", session="s1"))
+    due = sqlite_outbox.due("a", 1000.0, 4, exclude=[1, 2])
+    sqlite_outbox.next_due("a", exclude=[1])
+    sqlite_outbox.record_attempt(due[0].seq, _attempt(Outcome.RETRY), next_attempt_at=5.0, last_error="")
+    sqlite_outbox.record_attempt(due[1].seq, _attempt(Outcome.DELIVERED), last_error="")
+    sqlite_outbox.get("a", "e1")
+    sqlite_outbox._db.set_trace_callback(None)
     plans = {
-        sql: [row[3] for row in outbox._db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        sql: [row[3] for row in sqlite_outbox._db.execute(f"EXPLAIN QUERY PLAN {sql}")]
         for sql in statements
         if sql.split()[0] in {"INSERT", "SELECT", "UPDATE", "DELETE"}
     }

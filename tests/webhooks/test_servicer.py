@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,8 +12,8 @@ import pytest
 from google.api import annotations_pb2, http_pb2
 
 from callcontrol.api.identity import set_current_app
-from callcontrol.config import GatewayConfig
-from callcontrol.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound
+from callcontrol.config import ClusterConfig, GatewayConfig
+from callcontrol.errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound, Unavailable
 from callcontrol.v1 import deliveries_pb2 as pb
 from callcontrol.v1 import deliveries_pb2_grpc as pb_grpc
 from callcontrol.webhooks import DeliveryStatus, WebhookService, add_to_server
@@ -33,6 +34,7 @@ _CODES: dict[type[GatewayError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -81,10 +83,14 @@ class Api:
         return await self._stub.RedeliverDelivery(request, metadata=self.as_app(app_id))
 
 
-@pytest.fixture
-async def service(receiver: Receiver) -> AsyncIterator[WebhookService]:
+@pytest.fixture(params=["sqlite", "redis"])
+async def service(receiver: Receiver, request: pytest.FixtureRequest) -> AsyncIterator[WebhookService]:
+    """The same API on the single gateway's SQLite outbox and on a cluster's Redis outbox."""
     receiver.behaviour = respond(400)
     config = hook_config(app("a", receiver.url), app("b", receiver.url))
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_server").url
+        config = dataclasses.replace(config, cluster=ClusterConfig(redis_url=redis_url, heartbeat_ms=100))
     svc = WebhookService(config, retry=FAST_RETRY)
     task = asyncio.create_task(svc.run())
     yield svc
@@ -237,3 +243,16 @@ def test_rest_bindings_are_under_api_v1_webhooks_deliveries() -> None:
     assert rules["GetDelivery"].get == "/api/v1/webhooks/deliveries/{delivery_id}"
     assert rules["RedeliverDelivery"].post == "/api/v1/webhooks/deliveries/{delivery_id}/redeliver"
     assert rules["RedeliverDelivery"].body == "*"
+
+
+async def test_a_cluster_replica_without_redis_answers_unavailable(
+    service: WebhookService, api: Api, request: pytest.FixtureRequest
+) -> None:
+    if "redis_server" not in request.fixturenames:
+        pytest.skip("only a cluster's store can be out of reach")
+    (event_id,) = await _failed(service, "a", 1)
+    assert (await api.get("a", event_id)).status == "failed"
+    request.getfixturevalue("redis_server").stop(kill=True)
+    assert await _code(api.get("a", event_id)) == grpc.StatusCode.UNAVAILABLE
+    assert await _code(api.list("a")) == grpc.StatusCode.UNAVAILABLE
+    assert await _code(api.redeliver("a", event_id)) == grpc.StatusCode.UNAVAILABLE

@@ -42,7 +42,7 @@ import aiohttp
 
 from callcontrol.webhooks.delivery import AttemptResult, post_webhook
 from callcontrol.webhooks.metrics import WebhookMetrics
-from callcontrol.webhooks.outbox import AttemptRecord, DueDelivery, Outcome, SqliteOutbox
+from callcontrol.webhooks.outbox import AttemptRecord, DueDelivery, Outbox, Outcome
 from callcontrol.webhooks.retry import Decision, RetryPolicy, decide
 from callcontrol.webhooks.signing import SigningKey, webhook_headers
 
@@ -69,7 +69,7 @@ class DeliverySettings:
 
 @dataclass(frozen=True, slots=True)
 class _Shared:
-    outbox: SqliteOutbox
+    outbox: Outbox
     settings: DeliverySettings
     metrics: WebhookMetrics
     clock: Callable[[], float]
@@ -97,6 +97,14 @@ class Lane:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def abandon(self) -> None:
+        """Cancel the attempts in flight: this process may no longer send them (its lease went).
+
+        Cancelled attempts are not recorded, so they stay pending for whoever delivers now.
+        """
+        for task in list(self._in_flight.values()):
+            task.cancel()
 
     def stop(self, deadline: float) -> None:
         self._deadline = deadline
@@ -277,7 +285,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: Outbox,
         routes: Mapping[str, Route],
         settings: DeliverySettings,
         metrics: WebhookMetrics,
@@ -293,6 +301,11 @@ class Dispatcher:
         lane = self._lane_of.get(app_id)
         if lane is not None:
             lane.wake()
+
+    def abandon(self, app_id: str) -> None:
+        lane = self._lane_of.get(app_id)
+        if lane is not None:
+            lane.abandon()
 
     def stop(self, grace: float) -> None:
         deadline = asyncio.get_running_loop().time() + grace

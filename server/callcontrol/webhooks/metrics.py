@@ -35,6 +35,10 @@ class WebhookMetrics:
             "webhook_events_skipped_no_url",
             "Lifecycle events not stored: the application has no webhook_url.",
         )
+        self.emit_failures = counter(
+            "webhook_emit_failures",
+            "Lifecycle events that could not be stored (the outbox or Redis failed); each is logged.",
+        )
         self.attempts = counter("webhook_attempts", "Delivery attempts (HTTP requests) made.")
         self.attempts_failed = counter(
             "webhook_attempts_failed", "Attempts without a 2xx answer (the delivery may still succeed later)."

@@ -39,7 +39,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import IO, Final
+from typing import IO, Final, Protocol
 
 SCHEMA_VERSION: Final = 1
 _CHECKPOINT_EVERY: Final = 200
@@ -170,6 +170,46 @@ class DeliveryRecord:
     last_status_code: int | None
     body: bytes = b""
     attempts: tuple[AttemptRecord, ...] = ()
+
+
+class Outbox(Protocol):
+    """What the webhook service and its lanes need of a store (SQLite here, Redis in a cluster).
+
+    Every method is synchronous on the event loop: ``emit`` is, and an event
+    must be stored before it returns. Errors of the store are ``OutboxError``.
+    """
+
+    def add(self, new: NewDelivery) -> bool: ...
+
+    def record_attempt(
+        self, seq: int, attempt: AttemptRecord, *, next_attempt_at: float | None = None, last_error: str
+    ) -> None: ...
+
+    def fail_pending(self, app_id: str, reason: str, now: float) -> int: ...
+
+    def requeue(self, app_id: str, event_id: str, now: float) -> DeliveryRecord | None: ...
+
+    def prune(self, status: DeliveryStatus, finished_before: float, limit: int) -> int: ...
+
+    def due(
+        self, app_id: str, now: float, limit: int, exclude: Collection[int] = ()
+    ) -> list[DueDelivery]: ...
+
+    def next_due(self, app_id: str, exclude: Collection[int] = ()) -> float | None: ...
+
+    def pending_count(self) -> int: ...
+
+    def oldest_pending_since(self) -> float | None: ...
+
+    def pending_apps(self) -> set[str]: ...
+
+    def get(self, app_id: str, event_id: str) -> DeliveryRecord | None: ...
+
+    def list_deliveries(
+        self, app_id: str, status: DeliveryStatus, limit: int, before_seq: int | None = None
+    ) -> Sequence[DeliveryRecord]: ...
+
+    def close(self) -> None: ...
 
 
 def _record(row: sqlite3.Row, body: bytes = b"", attempts: tuple[AttemptRecord, ...] = ()) -> DeliveryRecord:

@@ -7,6 +7,11 @@ without a ``webhook_url`` are not stored (there is nowhere to send them and
 nothing would ever prune them); they are counted in
 ``webhook_events_skipped_no_url_total``.
 
+The store is the SQLite outbox of a single gateway, or with
+``cluster.redis_url`` the Redis outbox all replicas share; then ``Leases``
+decides which replica delivers each application (see ``redis_outbox.py`` and
+``leases.py``), and nothing else here changes.
+
 ``run`` delivers until ``shutdown``. The outbox stays open after shutdown so
 late events (hangups while the gateway stops) are still stored for the next
 start; ``close`` releases the file.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -24,18 +30,22 @@ from enum import StrEnum
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from callcontrol.config import ConfigError, GatewayConfig
+from callcontrol.config import ConfigError, GatewayConfig, replica_id
 from callcontrol.events import LifecycleEvent
 from callcontrol.webhooks.catalogue import encode_body
 from callcontrol.webhooks.delivery import default_session
 from callcontrol.webhooks.dispatcher import DeliverySettings, Dispatcher, Route
+from callcontrol.webhooks.leases import Leases
 from callcontrol.webhooks.metrics import WebhookMetrics
 from callcontrol.webhooks.outbox import (
     DeliveryRecord,
     DeliveryStatus,
     NewDelivery,
+    Outbox,
+    OutboxError,
     SqliteOutbox,
 )
+from callcontrol.webhooks.redis_outbox import DEFAULT_PREFIX, RedisOutbox
 from callcontrol.webhooks.retry import RetryPolicy
 from callcontrol.webhooks.signing import SigningKey
 
@@ -83,6 +93,7 @@ class WebhookService:
         durable_sync: bool = False,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        redis_prefix: str = DEFAULT_PREFIX,
     ) -> None:
         hooks = config.webhooks
         self._routes = _routes(config)
@@ -91,9 +102,22 @@ class WebhookService:
         self._clock = clock
         self._metrics = WebhookMetrics()
         self._closed = False
-        self._outbox = SqliteOutbox(hooks.outbox_path, durable_sync=durable_sync)
-        self._recover_orphans()
-        self._metrics.queue_depth.set(self._outbox.pending_count())
+        self._leases: Leases | None = None
+        self._outbox: Outbox
+        if config.cluster.enabled:
+            self._outbox = self._cluster_outbox(config, redis_prefix)
+        else:
+            self._outbox = SqliteOutbox(hooks.outbox_path, durable_sync=durable_sync)
+        try:
+            self._recover_orphans()
+            if self._leases is None:
+                self._metrics.queue_depth.set(self._outbox.pending_count())
+            else:
+                # Other replicas deliver too: the depth is the cluster's, read at scrape time.
+                self._metrics.queue_depth.set_function(self._cluster_pending_count)
+        except OutboxError:
+            self._outbox.close()
+            raise
         self._metrics.track_oldest_pending(self._oldest_pending_age)
         self._dispatcher = Dispatcher(
             self._outbox,
@@ -113,6 +137,60 @@ class WebhookService:
         self._stopped = asyncio.Event()
         self._done = asyncio.Event()
 
+    def _cluster_outbox(self, config: GatewayConfig, prefix: str) -> RedisOutbox:
+        """The shared Redis outbox and this replica's delivery leases; fails at once without Redis."""
+        cluster = config.cluster
+        heartbeat_s, expiry_s = cluster.heartbeat_ms / 1000, cluster.expiry_ms / 1000
+        if expiry_s <= heartbeat_s:
+            raise ConfigError("cluster.expiry_ms: must be longer than cluster.heartbeat_ms")
+        # A hung Redis holds the loop (emit is synchronous) for at most this long per call.
+        timeout_s = min(1.0, expiry_s / 3)
+        outbox = RedisOutbox(cluster.redis_url, prefix=prefix, timeout_s=timeout_s)
+        try:
+            outbox.ping()
+        except OutboxError:
+            outbox.close()
+            raise
+        for warning in outbox.durability_warnings():
+            log.warning("Redis at cluster.redis_url: %s", warning)
+        self._leases = Leases(
+            cluster.redis_url,
+            prefix=prefix,
+            replica_id=replica_id(config),
+            apps=self._routes.keys(),
+            heartbeat_s=heartbeat_s,
+            expiry_s=expiry_s,
+            on_wake=self._wake_lane,
+            on_lost=self._abandon_lane,
+            timeout_s=timeout_s,
+        )
+        outbox.set_lease_source(self._leases.token_for)
+        return outbox
+
+    def _wake_lane(self, app_id: str) -> None:
+        self._dispatcher.wake(app_id)
+
+    def _abandon_lane(self, app_id: str) -> None:
+        self._dispatcher.abandon(app_id)
+
+    def _cluster_pending_count(self) -> float:
+        try:
+            return float(self._outbox.pending_count())
+        except OutboxError:
+            return math.nan
+
+    @property
+    def delivering_apps(self) -> frozenset[str]:
+        """Applications whose webhooks this process delivers now (all of them without a cluster)."""
+        if self._leases is None:
+            return frozenset(self._routes)
+        return self._leases.held
+
+    @property
+    def store_available(self) -> bool:
+        """False while a cluster replica cannot reach Redis: it stores and delivers nothing then."""
+        return self._leases is None or self._leases.reachable
+
     def _recover_orphans(self) -> None:
         """Pending events of applications that lost their webhook_url since they were stored."""
         for app_id in sorted(self._outbox.pending_apps() - self._routes.keys()):
@@ -128,19 +206,32 @@ class WebhookService:
             self._metrics.events_skipped.inc()
             log.debug("%s %s not stored: %s has no webhook_url", event.type, event.event_id, event.app_id)
             return
-        stored = self._outbox.add(
-            NewDelivery(
-                event_id=event.event_id,
-                event_type=event.type,
-                app_id=event.app_id,
-                session_id=event.session_id,
-                body=encode_body(event),
-                created_at=self._clock(),
+        try:
+            stored = self._outbox.add(
+                NewDelivery(
+                    event_id=event.event_id,
+                    event_type=event.type,
+                    app_id=event.app_id,
+                    session_id=event.session_id,
+                    body=encode_body(event),
+                    created_at=self._clock(),
+                )
             )
-        )
+        except OutboxError as exc:
+            self._metrics.emit_failures.inc()
+            log.error(
+                "webhook %s %s of %s (session %s) NOT stored: %s",
+                event.type,
+                event.event_id,
+                event.app_id,
+                event.session_id,
+                exc,
+            )
+            raise
         if stored:
             self._metrics.events_stored.inc()
-            self._metrics.queue_depth.inc()
+            if self._leases is None:
+                self._metrics.queue_depth.inc()
             self._dispatcher.wake(event.app_id)
         self._metrics.emit_latency.observe(time.perf_counter() - started)
 
@@ -157,8 +248,14 @@ class WebhookService:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._dispatcher.run(session), name="webhook-dispatcher")
                     group.create_task(self._prune_periodically(), name="webhook-retention")
+                    if self._leases is not None:
+                        group.create_task(self._leases.run(), name="webhook-leases")
             finally:
                 await session.close()
+                if self._leases is not None:
+                    # After the lanes stopped: nothing of ours is in flight any more.
+                    await self._leases.release()
+                    await self._leases.aclose()
         finally:
             self._state = _State.STOPPED
             self._done.set()
@@ -168,6 +265,8 @@ class WebhookService:
         if not self._stopped.is_set():
             self._stopped.set()
             self._dispatcher.stop(grace)
+            if self._leases is not None:
+                self._leases.stop()
         if self._state is _State.RUNNING:
             await self._done.wait()
         self._state = _State.STOPPED
@@ -231,7 +330,8 @@ class WebhookService:
             raise RedeliverRefused(str(exc)) from exc
         if record is not None:
             self._metrics.redeliveries.inc()
-            self._metrics.queue_depth.inc()
+            if self._leases is None:
+                self._metrics.queue_depth.inc()
             self._dispatcher.wake(app_id)
         return record
 
@@ -247,5 +347,8 @@ class WebhookService:
     def _oldest_pending_age(self) -> float:
         if self._closed:
             return 0.0
-        since = self._outbox.oldest_pending_since()
+        try:
+            since = self._outbox.oldest_pending_since()
+        except OutboxError:
+            return math.nan
         return 0.0 if since is None else max(0.0, self._clock() - since)

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc  # type: ignore[import-untyped, unused-ignore]  # types-grpcio not yet a dev dependency
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from callcontrol import validation
 from callcontrol.api.identity import current_app
-from callcontrol.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from callcontrol.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
 from callcontrol.v1 import deliveries_pb2 as pb
 from callcontrol.v1 import deliveries_pb2_grpc as pb_grpc
-from callcontrol.webhooks.outbox import DeliveryRecord, DeliveryStatus
+from callcontrol.webhooks.outbox import DeliveryRecord, DeliveryStatus, OutboxError
 from callcontrol.webhooks.service import RedeliverRefused, WebhookService
 
 _MAX_ID_LENGTH = 128
+log = logging.getLogger(__name__)
 
 
 def _timestamp(unix: float | None) -> Timestamp | None:
@@ -101,6 +105,19 @@ def _not_found(delivery_id: str) -> NotFound:
     return NotFound(f"no delivery {delivery_id}", resource_type="delivery", resource_name=delivery_id)
 
 
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """A store that cannot answer (Redis down in a cluster) is UNAVAILABLE, not an internal error."""
+    try:
+        yield
+    except OutboxError as exc:
+        log.warning("Deliveries API: the webhook store failed: %s", exc)
+        raise Unavailable(
+            "webhook deliveries cannot be read now: the store is unreachable; retry later",
+            reason="store_unavailable",
+        ) from exc
+
+
 class DeliveriesServicer(pb_grpc.DeliveriesServicer):
     def __init__(self, service: WebhookService) -> None:
         self._service = service
@@ -112,7 +129,8 @@ class DeliveriesServicer(pb_grpc.DeliveriesServicer):
         size = validation.page_size(request.page_size)
         before = _cursor(request.page_token, status)
         # One extra row says whether another page exists.
-        rows = self._service.list_deliveries(current_app().app_id, status, size + 1, before)
+        with _store_errors():
+            rows = self._service.list_deliveries(current_app().app_id, status, size + 1, before)
         more = len(rows) > size
         rows = rows[:size]
         return pb.ListDeliveriesResponse(
@@ -124,7 +142,8 @@ class DeliveriesServicer(pb_grpc.DeliveriesServicer):
         self, request: pb.GetDeliveryRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Delivery:
         delivery_id = _delivery_id(request.delivery_id)
-        record = self._service.get_delivery(current_app().app_id, delivery_id)
+        with _store_errors():
+            record = self._service.get_delivery(current_app().app_id, delivery_id)
         if record is None:
             raise _not_found(delivery_id)
         return delivery_message(record, detail=True)
@@ -134,7 +153,8 @@ class DeliveriesServicer(pb_grpc.DeliveriesServicer):
     ) -> pb.Delivery:
         delivery_id = _delivery_id(request.delivery_id)
         try:
-            record = self._service.redeliver(current_app().app_id, delivery_id)
+            with _store_errors():
+                record = self._service.redeliver(current_app().app_id, delivery_id)
         except RedeliverRefused as exc:
             raise FailedPrecondition(f"delivery {delivery_id}: {exc}", reason="redeliver_refused") from exc
         if record is None:
