@@ -463,7 +463,7 @@ class OutboundLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._hub: Any = None
-        self._server: gevent.server.StreamServer | None = None
+        self._server: _Server | None = None
         self._stop: gevent.event.Event | None = None
         self._sessions: set[_Session] = set()
         # asyncio -> gevent calls waiting for the hub (see `submit_nowait`).
@@ -610,7 +610,7 @@ class OutboundLink:
             self._stop = gevent.event.Event()
             # No pool: a pool that is full stops accepting, and FreeSWITCH's next call would wait
             # unseen in the listen backlog; `_handle` closes it instead (see `_admit`).
-            self._server = gevent.server.StreamServer(listener, self._handle)
+            self._server = _Server(listener, self._handle)
             self._server.start()
         except BaseException as exc:  # noqa: BLE001 - reported to start(), which raises it
             ready.set_exception(exc)
@@ -655,8 +655,12 @@ class OutboundLink:
             log.warning("outbound socket from %s refused: %s", address[0], refused)
             sock.close()
             return
-        sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
-        session = _Session(sock, address, self)
+        try:
+            sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+            session = _Session(sock, address, self)
+        except BaseException:
+            sock.close()
+            raise
         self._sessions.add(session)
         try:
             session.connect()
@@ -676,6 +680,20 @@ class OutboundLink:
             session.wait_closed()
             self._sessions.discard(session)
             return
+        except BaseException:
+            session.abort("set-up failed")
+            raise
         session.announce(CallChannel(self, session, data))
-        session.wait_closed()
-        self._sessions.discard(session)
+        # Nothing to wait for: the session's reader closes the socket and frees its slot
+        # (`release`), and this greenlet's stack goes now rather than at the call's end.
+
+
+class _Server(gevent.server.StreamServer):  # type: ignore[misc]  # gevent is untyped here
+    """A StreamServer that leaves each socket to its handler (see `OutboundLink._handle`).
+
+    gevent's closes a connection's socket when its handler returns; ours returns once the call
+    is set up, and the session's reader closes the socket when the call ends.
+    """
+
+    def do_close(self, *args: Any) -> None:
+        pass
