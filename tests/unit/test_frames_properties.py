@@ -226,5 +226,6 @@ def test_lazy_headers_read_as_the_eager_parse(block: bytes, decode_values: bool)
     for name in [*_LOOKUPS, *eager]:
         assert lazy.get(name) == eager.get(name), name
         assert (name in lazy) == (name in eager), name
+    assert bool(Headers._lazy(block, decode_values=decode_values)) == bool(eager)
     assert lazy.pairs == eager.pairs
     assert dict(lazy) == dict(eager)

@@ -225,6 +225,12 @@ class Headers(Mapping[str, str]):
         self._materialize()
         return len(self._names)
 
+    def __bool__(self) -> bool:
+        # Without this, truth would be len(), which decodes every header of a lazy block.
+        if self._block is not None:
+            return bool(self._block.strip(b"\r\n"))  # its lines are checked: any is a header
+        return bool(self._names)
+
     def __hash__(self) -> int:
         return hash(frozenset(self.items()))
 

@@ -174,8 +174,11 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         self._announced: CallChannel | None = None
         self._held: list[tuple[str, Any]] = []
         self._held_bytes = 0
-        # Batches handed to the loop and not yet handled; `_handled` is set as each one is.
-        self._in_flight = 0
+        # Batches handed to the loop (counted by the reader) and handled (counted by the loop):
+        # each counter has one writer. `_handled` wakes the reader only when it waits for one.
+        self._posted = 0
+        self._delivered = 0
+        self._reader_waiting = False
         self._handled = gevent.event.Event()
         self._tokens = float(_READ_BURST_BYTES)
         self._tokens_at = time.monotonic()
@@ -357,16 +360,20 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                 raise FrameError(f"over {self._link.max_frame_bytes} bytes of events before set-up ended")
             self._held.extend(batch)
             return
-        self._in_flight += 1
+        self._posted += 1
         if not self._link.post(self._announced, batch, self._batch_handled):
-            self._in_flight -= 1
+            self._posted -= 1
             return
-        while self._in_flight >= _BATCHES_IN_FLIGHT and self.connected:
+        while self._posted - self._delivered >= _BATCHES_IN_FLIGHT and self.connected:
             self._handled.clear()
-            # The news comes through the hub's thread-safe wake-up, which does not keep the hub
-            # alive by itself: a timed wait does (else, once all else has stopped, the hub would
-            # report that this wait could never end).
-            self._handled.wait(1.0)
+            self._reader_waiting = True
+            # Checked again once the loop can see that we wait (see `_batch_handled`).
+            if self._posted - self._delivered >= _BATCHES_IN_FLIGHT:
+                # The news comes through the hub's thread-safe wake-up, which does not keep the
+                # hub alive by itself: a timed wait does (else, once all else has stopped, the
+                # hub would report that this wait could never end).
+                self._handled.wait(1.0)
+        self._reader_waiting = False
 
     def _pace(self, size: int) -> float:
         """Seconds to wait before reading on, so that this socket stays within its read rate."""
@@ -377,8 +384,11 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         return 0.0 if self._tokens >= 0 else -self._tokens / _READ_BYTES_PER_SECOND
 
     def _batch_handled(self) -> None:
-        self._in_flight -= 1
-        self._handled.set()
+        # On the loop thread. Only a reader that waits needs waking: an ordinary call never
+        # has that many batches in flight, so it costs the hub no wake-up.
+        self._delivered += 1
+        if self._reader_waiting:
+            self._link.submit_nowait(self._handled.set)
 
     def _route(self, frame: Frame, batch: list[tuple[str, Any]]) -> None:
         kind = frame.content_type
@@ -542,11 +552,12 @@ class OutboundLink:
         batch: list[tuple[str, Any]],
         on_delivered: Callable[[], None] | None = None,
     ) -> bool:
-        """gevent thread → loop, preserving order; ``on_delivered`` then runs on the gevent thread.
+        """gevent thread → loop, preserving order; ``on_delivered`` then runs on the loop.
 
-        Batches posted before the loop wakes up share one wake-up, and their ``on_delivered``
-        calls share one on the way back (see `submit_nowait`). False if the loop is closed
-        (nothing will be delivered, nor acknowledged).
+        Batches posted before the loop wakes up share one wake-up (see `submit_nowait`).
+        ``on_delivered`` runs right after its batch is handled, even if handling failed; it
+        must be cheap and never block. False if the loop is closed (nothing will be delivered,
+        nor acknowledged).
         """
         self._to_loop.append((channel, batch, on_delivered))
         if self._loop_wake_pending:
@@ -562,21 +573,16 @@ class OutboundLink:
     def _drain_to_loop(self) -> None:
         self._loop_wake_pending = False
         queue = self._to_loop
-        acknowledge: list[Callable[[], None]] = []
-        try:
-            while queue:
-                channel, batch, on_delivered = queue.popleft()
-                # The call's session id for the log lines of its handling.
-                token = log_session_id.set(channel.unique_id)
-                try:
-                    self._handle_batch(channel, batch)
-                finally:
-                    log_session_id.reset(token)
-                    if on_delivered is not None:
-                        acknowledge.append(on_delivered)
-        finally:
-            for done in acknowledge:
-                self.submit_nowait(done)
+        while queue:
+            channel, batch, on_delivered = queue.popleft()
+            # The call's session id for the log lines of its handling.
+            token = log_session_id.set(channel.unique_id)
+            try:
+                self._handle_batch(channel, batch)
+            finally:
+                log_session_id.reset(token)
+                if on_delivered is not None:
+                    on_delivered()
 
     def _handle_batch(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
         handler = self._handler
@@ -664,7 +670,8 @@ class OutboundLink:
         self._sessions.add(session)
         try:
             session.connect()
-            reply = session.session_data or {}
+            # Not `or {}`: a Headers' truth is its length, which decodes every header.
+            reply = session.session_data if session.session_data is not None else {}
             if self._channel_fields is None:
                 data = dict(reply)
             else:
