@@ -18,6 +18,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import uvloop
+
 from callcontrol import logs
 from callcontrol.config import (
     DEMO_API_KEY,
@@ -124,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.simulator and is_demo(cfg):
         log.info("demo credentials: X-App-ID: %s  X-API-Key: %s", DEMO_APP_ID, DEMO_API_KEY)
     try:
-        asyncio.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))
+        # uvloop: the same asyncio API with a cheaper loop (callbacks, sockets, the thread-safe
+        # wake-ups from the ESL thread), a few % of the CPU per call (README, Benchmarks).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(cfg, envoy=not args.no_envoy, demo_calls=args.demo_calls))
     except StartupError as exc:
         print(f"callcontrol: cannot start: {exc}", file=sys.stderr)
         return EXIT_STATUS

@@ -125,6 +125,18 @@ class CallControl:
         self._timeout_ms = config.operations.timeout_ms
         self._linger_wait = config.esl.linger_wait_ms / 1000
 
+    @property
+    def channel_fields(self) -> tuple[str, ...]:
+        """The connect reply's channel fields `call_connected` reads; the link keeps only these."""
+        return (
+            "Unique-ID",
+            f"variable_{self._config.esl.app_variable}",
+            "Caller-Caller-ID-Number",
+            "Caller-Destination-Number",
+            "Call-Direction",
+            "Answer-State",
+        )
+
     # -- commands (from the API) ---------------------------------------------
     def answer(self, app_id: str, session_id: str, command_uid: str) -> Operation:
         op, call = self._begin(app_id, session_id, "answer", command_uid)

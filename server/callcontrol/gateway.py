@@ -81,6 +81,7 @@ class Gateway:
             allow=config.esl.allow_networks,
             max_frame_bytes=config.esl.max_frame_bytes,
             partial_frame_timeout=config.esl.partial_frame_timeout_ms / 1000,
+            channel_fields=self.control.channel_fields,
         )
         self.health = HealthServicer()
         # The one place requests are limited, for gRPC and REST (Envoy has no limiter).

@@ -8,6 +8,7 @@ frames split anywhere or followed by junk), a parser returns frames or raises
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import timedelta
 
 import pytest
@@ -191,3 +192,40 @@ def test_a_content_length_with_thousands_of_digits_is_a_frame_error(digits: int)
 def test_a_content_length_of_many_leading_zeros_is_read_as_its_value() -> None:
     (frame,) = FrameParser().frames(b"Content-Type: api/response\nContent-Length: " + b"0" * 30 + b"2\n\nok")
     assert frame.body == b"ok"
+
+
+# --- Headers decoded when read agree with headers decoded at once ------------------------------
+
+_HEADER_BYTES = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [b"Event-Name", b"event-name", b"Unique-ID", b"Content-Type", b"Reply-Text", b":", b": ", b" "]
+        ),
+        st.sampled_from([b"\n", b"\r\n", b"\r", b"%2B", b"%zz", b"%", b"\t", b"\x0b", b"\xc3\xa9", b"\xff"]),
+        st.binary(max_size=12),
+    ),
+    max_size=40,
+).map(b"".join)
+_LOOKUPS = ["Event-Name", "EVENT-NAME", "Unique-ID", "Content-Type", "Reply-Text", "x", "", "a:b", "\u212a"]
+
+
+@BOUNDED
+@given(block=_HEADER_BYTES, decode_values=st.booleans())
+def test_lazy_headers_read_as_the_eager_parse(block: bytes, decode_values: bool) -> None:
+    """The same FrameError, or the same value for every lookup and the same pairs."""
+    from callcontrol.esl.frames import Headers, _check_header_lines, _header_pairs
+
+    try:
+        eager = Headers(_header_pairs(block, decode_values=decode_values))
+    except FrameError as exc:
+        with pytest.raises(FrameError, match=f"^{re.escape(str(exc))}$"):
+            _check_header_lines(block)
+        return
+    _check_header_lines(block)
+    lazy = Headers._lazy(block, decode_values=decode_values)
+    for name in [*_LOOKUPS, *eager]:
+        assert lazy.get(name) == eager.get(name), name
+        assert (name in lazy) == (name in eager), name
+    assert bool(Headers._lazy(block, decode_values=decode_values)) == bool(eager)
+    assert lazy.pairs == eager.pairs
+    assert dict(lazy) == dict(eager)

@@ -119,9 +119,15 @@ class Headers(Mapping[str, str]):
     first value of a repeated name (``CHANNEL_HANGUP_COMPLETE`` carries
     ``Hangup-Cause`` twice). ``pairs`` keeps duplicates, so a frame re-encodes
     to the same bytes.
+
+    Headers parsed from the wire are decoded only when read (`_lazy`): an event
+    carries 50-150 headers and the gateway reads a handful, and decoding them
+    all was the largest cost per call. A name is then found in the raw block by
+    a search; anything that needs them all (iteration, ``pairs``) decodes them
+    all once, exactly as an eager parse would have.
     """
 
-    __slots__ = ("_index", "_names", "_pairs")
+    __slots__ = ("_block", "_cache", "_decode_values", "_index", "_lowered", "_names", "_pairs")
 
     def __init__(self, pairs: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         if isinstance(pairs, Headers):
@@ -130,10 +136,30 @@ class Headers(Mapping[str, str]):
             items = pairs.items()
         else:
             items = pairs
-        self._pairs: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in items)
+        self._block: bytes | None = None
+        self._lowered: bytes | None = None
+        self._cache: dict[str, str | None] = {}
+        self._decode_values = False
+        self._set_pairs(tuple((str(k), str(v)) for k, v in items))
+
+    @classmethod
+    def _lazy(cls, block: bytes, *, decode_values: bool) -> Headers:
+        """Headers of a checked header block (see `_check_header_lines`), decoded when read."""
+        if not block.isascii():
+            # A name search is byte-wise; str.lower() of non-ASCII names may differ from it.
+            return cls(_header_pairs(block, decode_values=decode_values))
+        self = cls.__new__(cls)
+        self._block = block
+        self._lowered = None
+        self._cache = {}
+        self._decode_values = decode_values
+        return self
+
+    def _set_pairs(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        self._pairs = pairs
         index: dict[str, str] = {}
         names: list[str] = []
-        for name, value in self._pairs:
+        for name, value in pairs:
             key = name.lower()
             if key not in index:
                 index[key] = value
@@ -141,33 +167,128 @@ class Headers(Mapping[str, str]):
         self._index = index
         self._names = tuple(names)
 
+    def _materialize(self) -> None:
+        if self._block is not None:
+            self._set_pairs(tuple(_header_pairs(self._block, decode_values=self._decode_values)))
+            self._block = None
+            self._lowered = None
+            self._cache = {}
+
+    def _find(self, name: str) -> str | None:
+        """The first value of ``name`` (any case), or None."""
+        if self._block is None:
+            return self._index.get(name.lower())
+        key = name.lower()
+        if key in self._cache:
+            return self._cache[key]
+        if not _PLAIN_NAME.fullmatch(name):
+            self._materialize()
+            return self._index.get(key)
+        if self._lowered is None:
+            self._lowered = self._block.lower()
+        raw = _raw_header(self._block, key.encode("ascii"), self._lowered)
+        value = None
+        if raw is not None:
+            value = url_decode(raw) if self._decode_values else raw.decode("utf-8", "replace")
+        self._cache[key] = value
+        return value
+
     @property
     def pairs(self) -> tuple[tuple[str, str], ...]:
         """Every header line in wire order, repeated names included."""
+        self._materialize()
         return self._pairs
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` (any case), in wire order."""
         key = name.lower()
-        return [v for k, v in self._pairs if k.lower() == key]
+        return [v for k, v in self.pairs if k.lower() == key]
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        value = self._find(name)
+        return default if value is None else value
 
     def __getitem__(self, name: str) -> str:
-        return self._index[name.lower()]
+        value = self._find(name)
+        if value is None:
+            raise KeyError(name)
+        return value
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and self._find(name) is not None
 
     def __iter__(self) -> Iterator[str]:
+        self._materialize()
         return iter(self._names)
 
     def __len__(self) -> int:
+        self._materialize()
         return len(self._names)
+
+    def __bool__(self) -> bool:
+        # Without this, truth would be len(), which decodes every header of a lazy block.
+        if self._block is not None:
+            return bool(self._block.strip(b"\r\n"))  # its lines are checked: any is a header
+        return bool(self._names)
 
     def __hash__(self) -> int:
         return hash(frozenset(self.items()))
 
     def __repr__(self) -> str:
-        return f"Headers({list(self._pairs)!r})"
+        return f"Headers({list(self.pairs)!r})"
+
+
+# A header name that a byte-wise search finds exactly as a case-insensitive str comparison would.
+_PLAIN_NAME: Final = re.compile(r"[!-9;-~]+")
+
+
+def _raw_header(block: bytes, name: bytes, lowered: bytes | None = None) -> bytes | None:
+    """The raw value of the first ``name`` line (ASCII case-insensitive) in a header block.
+
+    ``name`` is lower-case; ``lowered`` is ``block.lower()`` if the caller has it (same offsets:
+    bytes.lower() changes ASCII letters only). Found with bytes.find, which is far cheaper than a
+    case-insensitive regular expression over a block of 100 lines.
+    """
+    if lowered is None:
+        lowered = block.lower()
+    key = name + b":"
+    if lowered.startswith(key):
+        start = len(key)
+    else:
+        at = lowered.find(b"\n" + key)
+        if at < 0:
+            return None
+        start = at + 1 + len(key)
+    end = block.find(b"\n", start)
+    value = block[start : end if end >= 0 else len(block)].lstrip(b" ")
+    return value[:-1] if value.endswith(b"\r") else value
+
+
+# Every byte but colon and LF: deleted to leave a block's skeleton (see `_check_header_lines`).
+_NOT_COLON_OR_LF: Final = bytes(b for b in range(256) if b not in b":\n")
+_BLANK_NAME_STARTS: Final = (b"\n ", b"\n\t", b"\n\r", b"\n\x0b", b"\n\x0c", b"\n:")
+
+
+def _check_header_lines(block: bytes) -> None:
+    """Raise FrameError for the first line of ``block`` that `_split_header_line` refuses.
+
+    First a quick test that suffices for a well-formed block, with C-speed byte operations
+    (a line-by-line loop costs as much as decoding did): every line holds a colon, and none
+    starts with a blank or a colon (so no name is blank). Otherwise the lines one by one.
+    """
+    skeleton = block.translate(None, _NOT_COLON_OR_LF)
+    if (
+        skeleton.startswith(b":")
+        and not skeleton.endswith(b"\n")
+        and b"\n\n" not in skeleton
+        and block[0] not in b" \t\r\x0b\x0c:"
+        and not any(start in block for start in _BLANK_NAME_STARTS)
+    ):
+        return
+    for raw_line in block.split(b"\n"):
+        line = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
+        if line:
+            _split_header_line(line)
 
 
 def _as_headers(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> Headers:
@@ -313,6 +434,10 @@ def parse_event_plain(body: bytes) -> Event:
     """Parse the body of a ``text/event-plain`` frame (URL-encoded headers, optional inner body)."""
     match = _FRAME_HEAD_END.search(body)
     block, rest = (body[: match.start()], body[match.end() :]) if match else (body, b"")
+    if _raw_header(block, b"content-length") is None:
+        # The common case: no inner body, headers decoded when read.
+        _check_header_lines(block)
+        return Event(Headers._lazy(block, decode_values=True), b"")
     pairs = _header_pairs(block, decode_values=True)
     # The inner body lies inside this one: a longer length is a lie, however it is written.
     length = _content_length(pairs, len(body))
@@ -421,7 +546,7 @@ class _LengthFramedReader(Generic[_Meta, _Out]):
         raise NotImplementedError
 
 
-class FrameParser(_LengthFramedReader[list[tuple[bytes, bytes]], Frame]):
+class FrameParser(_LengthFramedReader[bytes, Frame]):
     """Client-side parser of what FreeSWITCH sends: feed bytes, take frames.
 
     ``next_frame()`` returns None until a whole frame is buffered. It survives
@@ -443,31 +568,19 @@ class FrameParser(_LengthFramedReader[list[tuple[bytes, bytes]], Frame]):
         # The end (at most 3 bytes) may have begun in the last 2 bytes.
         return max(0, len(self._buffer) - 2)
 
-    def _parse_head(self, block: bytes, max_body: int) -> tuple[list[tuple[bytes, bytes]], int]:
-        raw_pairs: list[tuple[bytes, bytes]] = []
-        for raw_line in block.split(b"\n"):
-            line = raw_line[:-1] if raw_line.endswith(b"\r") else raw_line
-            if line:
-                raw_pairs.append(_split_header_line(line))
-        for name, value in raw_pairs:
-            if name.lower() == b"content-length":
-                return raw_pairs, _checked_content_length(value.strip(), value, max_body)
-        return raw_pairs, 0
+    def _parse_head(self, block: bytes, max_body: int) -> tuple[bytes, int]:
+        _check_header_lines(block)
+        length = _raw_header(block, b"content-length")
+        return block, 0 if length is None else _checked_content_length(length.strip(), length, max_body)
 
-    def _build(self, meta: list[tuple[bytes, bytes]], body: bytes) -> Frame:
+    def _build(self, meta: bytes, body: bytes) -> Frame:
         # A command/reply that is a serialized event (the outbound connect
         # reply: CHANNEL_DATA + Reply-Text %2BOK%0A) is URL-encoded throughout;
         # every other outer header block is printed raw by mod_event_socket.
-        content_type = next((v for k, v in meta if k.lower() == b"content-type"), b"")
-        serialized_event = content_type == b"command/reply" and any(k == b"Event-Name" for k, _ in meta)
-        pairs = [
-            (
-                name.decode("utf-8", "replace"),
-                url_decode(value) if serialized_event else value.decode("utf-8", "replace"),
-            )
-            for name, value in meta
-        ]
-        return Frame(Headers(pairs), body)
+        serialized_event = _raw_header(meta, b"content-type") == b"command/reply" and (
+            meta.startswith(b"Event-Name:") or b"\nEvent-Name:" in meta
+        )
+        return Frame(Headers._lazy(meta, decode_values=serialized_event), body)
 
 
 class CommandParser(_LengthFramedReader[tuple[str, list[tuple[str, str]]], Command]):

@@ -44,6 +44,7 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import logging
+import os
 import socket as stdlib_socket
 import threading
 import time
@@ -67,7 +68,7 @@ from callcontrol.esl.frames import (
     FrameParser,
     encode_command,
 )
-from callcontrol.logs import context_with
+from callcontrol.logs import session_id as log_session_id
 from callcontrol.metrics import LinkMetrics
 
 log = logging.getLogger(__name__)
@@ -156,11 +157,11 @@ class CallChannel:
 
         started = loop.time()
         timer = loop.call_later(self._link.reply_timeout, expire)
-        self._link.submit(self._session.write, frame, settle)
+        self._link.submit_nowait(self._session.write_nowait, frame, settle)
 
     def close(self) -> None:
         """Drop the TCP connection (FreeSWITCH continues the dialplan)."""
-        self._link.submit(self._session.abort, "closed by the gateway")
+        self._link.submit_nowait(self._session.abort, "closed by the gateway")
 
 
 class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
@@ -173,8 +174,11 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         self._announced: CallChannel | None = None
         self._held: list[tuple[str, Any]] = []
         self._held_bytes = 0
-        # Batches handed to the loop and not yet handled; `_handled` is set as each one is.
-        self._in_flight = 0
+        # Batches handed to the loop (counted by the reader) and handled (counted by the loop):
+        # each counter has one writer. `_handled` wakes the reader only when it waits for one.
+        self._posted = 0
+        self._delivered = 0
+        self._reader_waiting = False
         self._handled = gevent.event.Event()
         self._tokens = float(_READ_BURST_BYTES)
         self._tokens_at = time.monotonic()
@@ -182,6 +186,9 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         self._close_reason = "connection closed by FreeSWITCH"
         self.connected: bool = False  # greenswitch sets it True once the socket is adopted
         super().__init__(address, sock)
+        # greenswitch's makefile() reader is never read (our reader uses recv): its 8 kB buffer
+        # goes now. Closing it leaves the socket open (it only drops the file's reference).
+        self.sock_file.close()
 
     # -- greenswitch hooks ------------------------------------------------
     def start_event_handlers(self) -> None:
@@ -212,6 +219,46 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                 self.sock.sendall(frame)
             except OSError as exc:
                 self.abort(f"write failed: {exc}")
+
+    def write_nowait(self, frame: bytes, slot: ReplyCallback) -> None:
+        """`write` from a hub callback, which must never block: no greenlet for a command.
+
+        What the socket takes at once is written here (a command is a few hundred bytes; the
+        kernel's send buffer takes it); only a rest, or a write behind another one still under
+        way, goes to a greenlet. The write lock is taken in this same step, so the bytes of two
+        commands never interleave and reply slots stay in write order.
+        """
+        if not self._write_lock.acquire(blocking=False):
+            gevent.spawn(self.write, frame, slot)  # queued behind the write under way (FIFO lock)
+            return
+        rest = b""
+        try:
+            if not self.connected:
+                self._fail(slot, "connection closed")
+                return
+            self._pending.append(slot)
+            try:
+                # os.write on the non-blocking socket: gevent's send would wait (switch) instead.
+                sent = os.write(self.sock.fileno(), frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self.abort(f"write failed: {exc}")
+                return
+            rest = frame[sent:]
+        finally:
+            if not rest:
+                self._write_lock.release()
+        gevent.spawn(self._send_rest, rest)
+
+    def _send_rest(self, rest: bytes) -> None:
+        # Holds the write lock that write_nowait took.
+        try:
+            self.sock.sendall(rest)
+        except OSError as exc:
+            self.abort(f"write failed: {exc}")
+        finally:
+            self._write_lock.release()
 
     def abort(self, reason: str) -> None:
         if self.connected:
@@ -313,16 +360,20 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                 raise FrameError(f"over {self._link.max_frame_bytes} bytes of events before set-up ended")
             self._held.extend(batch)
             return
-        self._in_flight += 1
+        self._posted += 1
         if not self._link.post(self._announced, batch, self._batch_handled):
-            self._in_flight -= 1
+            self._posted -= 1
             return
-        while self._in_flight >= _BATCHES_IN_FLIGHT and self.connected:
+        while self._posted - self._delivered >= _BATCHES_IN_FLIGHT and self.connected:
             self._handled.clear()
-            # The news comes through the hub's thread-safe wake-up, which does not keep the hub
-            # alive by itself: a timed wait does (else, once all else has stopped, the hub would
-            # report that this wait could never end).
-            self._handled.wait(1.0)
+            self._reader_waiting = True
+            # Checked again once the loop can see that we wait (see `_batch_handled`).
+            if self._posted - self._delivered >= _BATCHES_IN_FLIGHT:
+                # The news comes through the hub's thread-safe wake-up, which does not keep the
+                # hub alive by itself: a timed wait does (else, once all else has stopped, the
+                # hub would report that this wait could never end).
+                self._handled.wait(1.0)
+        self._reader_waiting = False
 
     def _pace(self, size: int) -> float:
         """Seconds to wait before reading on, so that this socket stays within its read rate."""
@@ -333,8 +384,11 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         return 0.0 if self._tokens >= 0 else -self._tokens / _READ_BYTES_PER_SECOND
 
     def _batch_handled(self) -> None:
-        self._in_flight -= 1
-        self._handled.set()
+        # On the loop thread. Only a reader that waits needs waking: an ordinary call never
+        # has that many batches in flight, so it costs the hub no wake-up.
+        self._delivered += 1
+        if self._reader_waiting:
+            self._link.submit_nowait(self._handled.set)
 
     def _route(self, frame: Frame, batch: list[tuple[str, Any]]) -> None:
         kind = frame.content_type
@@ -404,8 +458,12 @@ class OutboundLink:
         allow: Sequence[Network] = LOOPBACK,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         partial_frame_timeout: float = 5.0,
+        channel_fields: Sequence[str] | None = None,
     ) -> None:
         self._listen = listen
+        # The connect reply's fields a CallChannel keeps (None: all). The reply has ~150 headers
+        # (~40 kB decoded); held for a call's life, it was half of the memory per call.
+        self._channel_fields = None if channel_fields is None else tuple(channel_fields)
         self._handler = handler
         self.reply_timeout = reply_timeout
         self._max_connections = max_connections
@@ -415,9 +473,17 @@ class OutboundLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._hub: Any = None
-        self._server: gevent.server.StreamServer | None = None
+        self._server: _Server | None = None
         self._stop: gevent.event.Event | None = None
         self._sessions: set[_Session] = set()
+        # asyncio -> gevent calls waiting for the hub (see `submit_nowait`).
+        self._to_hub: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = collections.deque()
+        self._hub_wake_pending = False
+        # gevent -> asyncio batches waiting for the loop, with what to call back when handled.
+        self._to_loop: collections.deque[
+            tuple[CallChannel, list[tuple[str, Any]], Callable[[], None] | None]
+        ] = collections.deque()
+        self._loop_wake_pending = False
         self.address: Address | None = None
         self.metrics = metrics or LinkMetrics()
         self.metrics.count_connections(lambda: len(self._sessions))
@@ -450,10 +516,35 @@ class OutboundLink:
 
     # -- the seam ------------------------------------------------------------
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` in its own greenlet on the gevent thread."""
+        """Run ``fn(*args)`` in its own greenlet on the gevent thread (it may block)."""
         if self._hub is None:
             raise RuntimeError("link not started")
         self._hub.loop.run_callback_threadsafe(gevent.spawn, fn, *args)
+
+    def submit_nowait(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` in a hub callback on the gevent thread; ``fn`` must never block.
+
+        Calls submitted before the gevent thread wakes up share one wake-up (a thread-safe
+        callback costs a write to the hub's wake-up pipe and a GIL hand-over), in order.
+        """
+        if self._hub is None:
+            raise RuntimeError("link not started")
+        self._to_hub.append((fn, args))
+        # The flag is read after the append and cleared before the drain: whatever is appended
+        # while a wake-up is pending is drained by it, anything later asks for a new one.
+        if not self._hub_wake_pending:
+            self._hub_wake_pending = True
+            self._hub.loop.run_callback_threadsafe(self._drain_to_hub)
+
+    def _drain_to_hub(self) -> None:
+        self._hub_wake_pending = False
+        queue = self._to_hub
+        while queue:
+            fn, args = queue.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("Event Socket call %s failed", getattr(fn, "__name__", fn))
 
     def post(
         self,
@@ -461,28 +552,37 @@ class OutboundLink:
         batch: list[tuple[str, Any]],
         on_delivered: Callable[[], None] | None = None,
     ) -> bool:
-        """gevent thread → loop, preserving order; ``on_delivered`` then runs on the gevent thread.
+        """gevent thread → loop, preserving order; ``on_delivered`` then runs on the loop.
 
-        False if the loop is closed (nothing will be delivered, nor acknowledged).
+        Batches posted before the loop wakes up share one wake-up (see `submit_nowait`).
+        ``on_delivered`` runs right after its batch is handled, even if handling failed; it
+        must be cheap and never block. False if the loop is closed (nothing will be delivered,
+        nor acknowledged).
         """
-        context = context_with(session_id=channel.unique_id)  # the session id for logs
+        self._to_loop.append((channel, batch, on_delivered))
+        if self._loop_wake_pending:
+            return True
+        self._loop_wake_pending = True
         try:
-            self.loop.call_soon_threadsafe(self._deliver, channel, batch, on_delivered, context=context)
+            self.loop.call_soon_threadsafe(self._drain_to_loop)
         except RuntimeError:
+            self._to_loop.clear()
             return False
         return True
 
-    def _deliver(
-        self,
-        channel: CallChannel,
-        batch: list[tuple[str, Any]],
-        on_delivered: Callable[[], None] | None = None,
-    ) -> None:
-        try:
-            self._handle_batch(channel, batch)
-        finally:
-            if on_delivered is not None:
-                self._hub.loop.run_callback_threadsafe(on_delivered)
+    def _drain_to_loop(self) -> None:
+        self._loop_wake_pending = False
+        queue = self._to_loop
+        while queue:
+            channel, batch, on_delivered = queue.popleft()
+            # The call's session id for the log lines of its handling.
+            token = log_session_id.set(channel.unique_id)
+            try:
+                self._handle_batch(channel, batch)
+            finally:
+                log_session_id.reset(token)
+                if on_delivered is not None:
+                    on_delivered()
 
     def _handle_batch(self, channel: CallChannel, batch: list[tuple[str, Any]]) -> None:
         handler = self._handler
@@ -516,7 +616,7 @@ class OutboundLink:
             self._stop = gevent.event.Event()
             # No pool: a pool that is full stops accepting, and FreeSWITCH's next call would wait
             # unseen in the listen backlog; `_handle` closes it instead (see `_admit`).
-            self._server = gevent.server.StreamServer(listener, self._handle)
+            self._server = _Server(listener, self._handle)
             self._server.start()
         except BaseException as exc:  # noqa: BLE001 - reported to start(), which raises it
             ready.set_exception(exc)
@@ -561,12 +661,24 @@ class OutboundLink:
             log.warning("outbound socket from %s refused: %s", address[0], refused)
             sock.close()
             return
-        sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
-        session = _Session(sock, address, self)
+        try:
+            sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+            session = _Session(sock, address, self)
+        except BaseException:
+            sock.close()
+            raise
         self._sessions.add(session)
         try:
             session.connect()
-            data = dict(session.session_data or {})
+            # Not `or {}`: a Headers' truth is its length, which decodes every header.
+            reply = session.session_data if session.session_data is not None else {}
+            if self._channel_fields is None:
+                data = dict(reply)
+            else:
+                data = {
+                    name: value for name in self._channel_fields if (value := reply.get(name)) is not None
+                }
+            session.session_data = data  # greenswitch's copy: the whole reply no longer
             session.myevents()
             session.linger()
         except (OutboundSessionHasGoneAway, OSError) as exc:
@@ -575,6 +687,20 @@ class OutboundLink:
             session.wait_closed()
             self._sessions.discard(session)
             return
+        except BaseException:
+            session.abort("set-up failed")
+            raise
         session.announce(CallChannel(self, session, data))
-        session.wait_closed()
-        self._sessions.discard(session)
+        # Nothing to wait for: the session's reader closes the socket and frees its slot
+        # (`release`), and this greenlet's stack goes now rather than at the call's end.
+
+
+class _Server(gevent.server.StreamServer):  # type: ignore[misc]  # gevent is untyped here
+    """A StreamServer that leaves each socket to its handler (see `OutboundLink._handle`).
+
+    gevent's closes a connection's socket when its handler returns; ours returns once the call
+    is set up, and the session's reader closes the socket when the call ends.
+    """
+
+    def do_close(self, *args: Any) -> None:
+        pass
