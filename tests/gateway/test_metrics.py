@@ -68,6 +68,13 @@ async def _scrape(gateway: Gateway) -> tuple[str, dict[str, str], Samples]:
     return text, kinds, samples
 
 
+_GET_OPERATION = {
+    "grpc_service": "callcontrol.v1.Operations",
+    "grpc_method": "GetOperation",
+    "grpc_type": "unary",
+}
+
+
 def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -97,17 +104,21 @@ async def test_exposition_has_every_family_with_help_and_counts_rpcs_commands_an
             metadata=(("x-app-id", "demo-app"), ("x-api-key", "not-the-key")),
         )
 
-    _, kinds, samples = await _scrape(gateway)
+    # The server records an RPC once its handler has returned, which can be just after
+    # the client has the status: wait (bounded) until the last two RPCs are counted.
+    answer = {"grpc_service": "callcontrol.v1.SessionCommands", "grpc_method": "Answer", "grpc_type": "unary"}
+    handled = "callcontrol_grpc_server_handled_total"
+    async with asyncio.timeout(5):
+        while True:
+            _, kinds, samples = await _scrape(gateway)
+            refused = _value(samples, handled, **answer, grpc_code="UNAUTHENTICATED")
+            if refused >= 1 and _value(samples, handled, grpc_code="NOT_FOUND", **_GET_OPERATION) >= 1:
+                break
+            await asyncio.sleep(0.01)
 
     missing_families = {n: k for n, k in EXPECTED_FAMILIES.items() if kinds.get(n) != k}
     assert not missing_families, missing_families
-    answer = {"grpc_service": "callcontrol.v1.SessionCommands", "grpc_method": "Answer", "grpc_type": "unary"}
-    get_op = {
-        "grpc_service": "callcontrol.v1.Operations",
-        "grpc_method": "GetOperation",
-        "grpc_type": "unary",
-    }
-    handled = "callcontrol_grpc_server_handled_total"
+    get_op = _GET_OPERATION
     assert _value(samples, "callcontrol_grpc_server_started_total", **answer) == 3
     assert _value(samples, handled, **answer, grpc_code="OK") == 2
     assert _value(samples, handled, **answer, grpc_code="UNAUTHENTICATED") == 1
