@@ -25,7 +25,7 @@ from callcontrol.api.client_address import FORWARDED_FOR, client_address
 from callcontrol.api.decoding import Undecodable, lenient
 from callcontrol.api.identity import request_id, set_current_app
 from callcontrol.api.ratelimit import AuthFailureLimiter, RateLimiter
-from callcontrol.api.status import to_status
+from callcontrol.api.status import Relayed, to_status
 from callcontrol.errors import GatewayError, Unauthenticated
 from callcontrol.metrics import RpcMetrics
 
@@ -133,6 +133,10 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 outcome = exc
                 await self._fail(method, context, exc)
                 raise AssertionError("unreachable: abort raises") from exc
+            except Relayed as exc:
+                outcome = exc
+                await context.abort_with_status(exc.status)
+                raise AssertionError("unreachable: abort raises") from exc
             except BaseException as exc:
                 outcome = exc
                 raise
@@ -156,6 +160,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             except GatewayError as exc:
                 outcome = exc
                 await self._fail(method, context, exc)
+            except Relayed as exc:
+                outcome = exc
+                await context.abort_with_status(exc.status)
             except BaseException as exc:
                 outcome = exc
                 raise
@@ -171,6 +178,8 @@ def _status_code(
     """The status the RPC ended with, as the client sees it."""
     if isinstance(outcome, GatewayError):
         return to_status(outcome).code
+    if isinstance(outcome, Relayed):
+        return outcome.status.code
     if isinstance(outcome, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED  # the client went away
     code = context.code()
