@@ -38,7 +38,9 @@ def _reason(error: grpc.aio.AioRpcError) -> str:
 
 
 def _sendmsgs(call: SimulatedCall, command: str) -> list[object]:
-    return [c for c in call.commands if c.line.startswith("sendmsg") and c.headers.get("call-command") == command]
+    return [
+        c for c in call.commands if c.line.startswith("sendmsg") and c.headers.get("call-command") == command
+    ]
 
 
 async def test_a_command_on_every_replica_reaches_the_owner(
@@ -117,7 +119,9 @@ async def test_errors_through_another_replica_are_the_owners(
         await r2.stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=call.uuid), metadata=OTHER_AUTH)
     assert other.value.code() is grpc.StatusCode.NOT_FOUND
 
-    await r2.stubs.commands.Disconnect(commands_pb2.DisconnectRequest(session_id=call.uuid), metadata=DEMO_AUTH)
+    await r2.stubs.commands.Disconnect(
+        commands_pb2.DisconnectRequest(session_id=call.uuid), metadata=DEMO_AUTH
+    )
     await call.returned_to_dialplan.wait()
     # Asked through r2, answered by r1 (which knows why): the same status and details.
     answers = []

@@ -80,8 +80,8 @@ class ClusterNode:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._address:
-            with contextlib.suppress(RedisError, OSError):  # else it expires by itself
-                await self.membership.leave()
+            with contextlib.suppress(RedisError, OSError, TimeoutError):  # else it expires by itself
+                await asyncio.wait_for(self.membership.leave(), self._heartbeat_s + 1)
         await self._forwarder.close()
         await self._redis.aclose()
 

@@ -6,6 +6,8 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from callcontrol.errors import Unavailable
@@ -17,12 +19,14 @@ PREFIX = "callcontrol:"
 
 
 def connect(url: str, timeout_s: float) -> redis.Redis:
-    # Short socket timeouts: a lost Redis must fail a request, not hang it.
+    # Short socket timeouts and one immediate retry (a pooled connection may be
+    # stale after a Redis restart): a lost Redis must fail a request, not hang it.
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
     )
 
 

@@ -1,0 +1,130 @@
+"""The dialplan's second ``socket``: a surviving replica adopts the call, or lets it go."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+
+from callcontrol.events import CallHangup, CallInitiated, CommandResult
+from callcontrol.simulator import FreeSwitchSimulator
+from callcontrol.v1 import commands_pb2, sessions_pb2
+from tests.cluster.conftest import StartReplica
+from tests.cluster.test_routing import _call_on, _reason, _sendmsgs
+from tests.conftest import DEMO_AUTH, drain, next_event
+from tests.redis_server import RedisServer
+
+
+async def test_a_call_handed_back_by_a_stopping_replica_is_adopted_with_its_state(
+    start_replica: StartReplica, switch: FreeSwitchSimulator
+) -> None:
+    r1, r2, r3 = [await start_replica(name) for name in ("r1", "r2", "r3")]
+    call = await _call_on(switch, r1, next_sockets=[r2.esl])
+    await r1.stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=call.uuid), metadata=DEMO_AUTH)
+    await asyncio.wait_for(call.answered.wait(), 5)
+    before = await r3.stubs.sessions.GetSession(
+        sessions_pb2.GetSessionRequest(session_id=call.uuid), metadata=DEMO_AUTH
+    )
+
+    with r2.gateway.events.subscribe() as seen_by_r2, r1.gateway.events.subscribe() as seen_by_r1:
+        await r1.gateway.shutdown(grace=0.2)  # its socket closes: FreeSWITCH runs the next `socket`
+        await call.wait_connections(2)
+
+        async def adopted() -> None:
+            while r2.gateway.control.sessions.live(call.uuid) is None or (
+                r2.gateway.control._calls[call.uuid].admitting
+            ):
+                await asyncio.sleep(0.01)  # polling the replica's own state: nothing else says "adopted"
+
+        await asyncio.wait_for(adopted(), 5)
+        after = await r3.stubs.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id=call.uuid), metadata=DEMO_AUTH
+        )
+        assert (after.state, after.created_at, after.answered_at) == (
+            "answered",
+            before.created_at,
+            before.answered_at,
+        )
+        # Commands work again, through any replica.
+        with r2.gateway.events.subscribe() as results:
+            envelope = await r3.stubs.commands.Hangup(
+                commands_pb2.HangupRequest(session_id=call.uuid), metadata=DEMO_AUTH
+            )
+            result = await next_event(results, CommandResult, call.uuid)
+            assert (result.operation_id, result.status) == (envelope.operation_id, "succeeded")
+            await next_event(results, CallHangup, call.uuid)
+        # Nothing invented: no second call.initiated, no call.hangup for the handover.
+        assert not [e for e in drain(seen_by_r2) if isinstance(e, CallInitiated)]
+        assert not [e for e in drain(seen_by_r1) if isinstance(e, CallHangup)]
+    assert not call.returned_to_dialplan.is_set()
+
+
+async def test_a_disconnected_call_is_let_go_by_the_next_socket(
+    start_replica: StartReplica, switch: FreeSwitchSimulator
+) -> None:
+    r1, r2 = await start_replica("r1"), await start_replica("r2")
+    call = await _call_on(switch, r1, next_sockets=[r2.esl])
+
+    with r2.gateway.events.subscribe() as seen_by_r2:
+        await r2.stubs.commands.Disconnect(
+            commands_pb2.DisconnectRequest(session_id=call.uuid), metadata=DEMO_AUTH
+        )
+        await asyncio.wait_for(call.returned_to_dialplan.wait(), 5)
+    assert len(call.connections) == 2  # it did reach r2, which let it go at once
+    assert [c.line for c in call.commands][-1] == "exit"
+    assert drain(seen_by_r2) == []
+    assert r2.gateway.control.sessions.live(call.uuid) is None
+
+
+async def test_without_redis_a_replica_refuses_new_work_and_keeps_its_calls(
+    start_replica: StartReplica,
+    switch: FreeSwitchSimulator,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callcontrol.cluster")
+    r1, r2 = await start_replica("r1"), await start_replica("r2")
+    held = await _call_on(switch, r1)
+    assert r1.gateway.cluster is not None and r2.gateway.cluster is not None
+
+    redis_server.stop(kill=True)
+
+    async def noticed() -> None:
+        while r1.gateway.cluster.store_ok or r2.gateway.cluster.store_ok:  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)  # polling: the next heartbeat notices
+
+    await asyncio.wait_for(noticed(), 10)
+
+    # A request that needs the directory: refused, with the reason.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await r2.stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=held.uuid), metadata=DEMO_AUTH)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert _reason(refused.value) == "CLUSTER_STORE_UNAVAILABLE"
+    # A call already held works where it is.
+    with r1.gateway.events.subscribe() as events:
+        await r1.stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=held.uuid), metadata=DEMO_AUTH)
+        assert (await next_event(events, CommandResult, held.uuid)).status == "succeeded"
+    # A new call is let go at once (it goes on in its dialplan) rather than held blind.
+    new = await switch.place_call(gateway=r2.esl)
+    await asyncio.wait_for(new.returned_to_dialplan.wait(), 5)
+    assert r2.gateway.control.sessions.live(new.uuid) is None
+
+    # Redis comes back (same data, AOF): the replicas say so and route again.
+    redis_server.start()
+
+    async def recovered() -> None:
+        while not (r1.gateway.cluster.store_ok and r2.gateway.cluster.store_ok):  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)  # polling: the next heartbeat notices
+
+    await asyncio.wait_for(recovered(), 10)
+    assert any("cluster store (Redis) lost" in r.getMessage() for r in caplog.records)
+    assert any("cluster store (Redis) is back" in r.getMessage() for r in caplog.records)
+    with r1.gateway.events.subscribe() as events:
+        envelope = await r2.stubs.commands.Hangup(
+            commands_pb2.HangupRequest(session_id=held.uuid), metadata=DEMO_AUTH
+        )
+        result = await next_event(events, CommandResult, held.uuid)
+    assert (result.operation_id, result.status) == (envelope.operation_id, "succeeded")
+    assert len(_sendmsgs(held, "hangup")) == 1
