@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
@@ -31,6 +32,18 @@ class Replica:
 
 
 StartReplica = Callable[[str], Awaitable[Replica]]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Wait for a replica's own state that nothing announces (a heartbeat noticing, an adoption)."""
+
+    async def reached() -> None:
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.02)  # polling: the state changes inside a replica's own tasks
+
+    await asyncio.wait_for(reached(), timeout)
 
 
 def cluster_config(url: str, replica_id: str, **overrides: object) -> ClusterConfig:

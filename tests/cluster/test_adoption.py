@@ -11,7 +11,7 @@ import pytest
 from callcontrol.events import CallHangup, CallInitiated, CommandResult
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2, sessions_pb2
-from tests.cluster.conftest import StartReplica
+from tests.cluster.conftest import StartReplica, until
 from tests.cluster.test_routing import _call_on, _reason, _sendmsgs
 from tests.conftest import DEMO_AUTH, drain, next_event
 from tests.redis_server import RedisServer
@@ -32,13 +32,8 @@ async def test_a_call_handed_back_by_a_stopping_replica_is_adopted_with_its_stat
         await r1.gateway.shutdown(grace=0.2)  # its socket closes: FreeSWITCH runs the next `socket`
         await call.wait_connections(2)
 
-        async def adopted() -> None:
-            while r2.gateway.control.sessions.live(call.uuid) is None or (
-                r2.gateway.control._calls[call.uuid].admitting
-            ):
-                await asyncio.sleep(0.01)  # polling the replica's own state: nothing else says "adopted"
-
-        await asyncio.wait_for(adopted(), 5)
+        r2_calls = r2.gateway.control._calls
+        await until(lambda: call.uuid in r2_calls and not r2_calls[call.uuid].admitting, 5)
         after = await r3.stubs.sessions.GetSession(
             sessions_pb2.GetSessionRequest(session_id=call.uuid), metadata=DEMO_AUTH
         )
@@ -87,15 +82,13 @@ async def test_without_redis_a_replica_refuses_new_work_and_keeps_its_calls(
     caplog.set_level(logging.INFO, logger="callcontrol.cluster")
     r1, r2 = await start_replica("r1"), await start_replica("r2")
     held = await _call_on(switch, r1)
-    assert r1.gateway.cluster is not None and r2.gateway.cluster is not None
+    assert r1.gateway.cluster is not None
+    assert r2.gateway.cluster is not None
 
     redis_server.stop(kill=True)
 
-    async def noticed() -> None:
-        while r1.gateway.cluster.store_ok or r2.gateway.cluster.store_ok:  # type: ignore[union-attr]
-            await asyncio.sleep(0.05)  # polling: the next heartbeat notices
-
-    await asyncio.wait_for(noticed(), 10)
+    c1, c2 = r1.gateway.cluster, r2.gateway.cluster
+    await until(lambda: not c1.store_ok and not c2.store_ok)
 
     # A request that needs the directory: refused, with the reason.
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -114,11 +107,7 @@ async def test_without_redis_a_replica_refuses_new_work_and_keeps_its_calls(
     # Redis comes back (same data, AOF): the replicas say so and route again.
     redis_server.start()
 
-    async def recovered() -> None:
-        while not (r1.gateway.cluster.store_ok and r2.gateway.cluster.store_ok):  # type: ignore[union-attr]
-            await asyncio.sleep(0.05)  # polling: the next heartbeat notices
-
-    await asyncio.wait_for(recovered(), 10)
+    await until(lambda: c1.store_ok and c2.store_ok)
     assert any("cluster store (Redis) lost" in r.getMessage() for r in caplog.records)
     assert any("cluster store (Redis) is back" in r.getMessage() for r in caplog.records)
     with r1.gateway.events.subscribe() as events:
