@@ -24,10 +24,11 @@ from callcontrol.config import DEMO_API_KEY, DEMO_APP_ID
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2, sessions_pb2
 from tests.conftest import DEMO_AUTH, Stubs
-from tests.redis_server import RedisServer, _free_port
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-_READY = re.compile(rb"gRPC listening on")
+_GRPC = re.compile(rb"gRPC listening on 127\.0\.0\.1:(\d+)")
+_ESL = re.compile(rb"outbound Event Socket listening on 127\.0\.0\.1:(\d+)")
 T = TypeVar("T")
 
 
@@ -42,10 +43,9 @@ class ReplicaProcess:
 
 
 async def _start(tmp_path: Path, name: str, redis_url: str) -> ReplicaProcess:
-    grpc_port, esl_port = _free_port(), _free_port()
     config = tmp_path / f"{name}.toml"
     config.write_text(
-        f'[grpc]\nlisten = "127.0.0.1:{grpc_port}"\n[esl]\nlisten = "127.0.0.1:{esl_port}"\n'
+        '[grpc]\nlisten = "127.0.0.1:0"\n[esl]\nlisten = "127.0.0.1:0"\n'
         '[metrics]\nlisten = "off"\n[rest]\nlisten = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
         f'[webhooks]\noutbox_path = "{tmp_path / name}-outbox.db"\n'
         f'[cluster]\nredis_url = "{redis_url}"\nreplica_id = "{name}"\nheartbeat_ms = 200\nexpiry_ms = 1000\n'
@@ -59,14 +59,16 @@ async def _start(tmp_path: Path, name: str, redis_url: str) -> ReplicaProcess:
             cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
 
-    async def ready() -> None:
+    async def ready() -> tuple[int, int]:
         while True:
-            if _READY.search(await asyncio.to_thread(log.read_bytes)):
-                return
+            text = await asyncio.to_thread(log.read_bytes)
+            grpc_port, esl_port = _GRPC.search(text), _ESL.search(text)
+            if grpc_port and esl_port:
+                return int(grpc_port[1]), int(esl_port[1])
             assert proc.returncode is None, (await asyncio.to_thread(log.read_text))[-2000:]
             await asyncio.sleep(0.05)  # polling the child's log: nothing else says it is up
 
-    await asyncio.wait_for(ready(), 60)
+    grpc_port, esl_port = await asyncio.wait_for(ready(), 60)
     return ReplicaProcess(name, proc, grpc_port, esl_port)
 
 
