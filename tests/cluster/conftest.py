@@ -31,7 +31,7 @@ class Replica:
         return self.gateway.esl_address.host, self.gateway.esl_address.port
 
 
-StartReplica = Callable[[str], Awaitable[Replica]]
+StartReplica = Callable[..., Awaitable[Replica]]
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -57,8 +57,8 @@ def cluster_config(url: str, replica_id: str, **overrides: object) -> ClusterCon
 async def start_replica(redis_server: RedisServer) -> AsyncIterator[StartReplica]:
     started: list[Replica] = []
 
-    async def start(replica_id: str) -> Replica:
-        gateway = Gateway(make_config(cluster=cluster_config(redis_server.url, replica_id)))
+    async def start(replica_id: str, **overrides: object) -> Replica:
+        gateway = Gateway(make_config(cluster=cluster_config(redis_server.url, replica_id), **overrides))
         await gateway.start()
         assert gateway.grpc_address is not None
         replica = Replica(gateway, grpc.aio.insecure_channel(str(gateway.grpc_address)))

@@ -93,6 +93,13 @@ async def test_kill_9_of_a_replica_its_answered_calls_are_adopted_and_commands_w
     try:
         calls = [await sim.place_call(gateway=a.esl, next_sockets=[b.esl]) for _ in range(3)]
         for call in calls:
+            # Known to the cluster once a has recorded it (before its call.initiated).
+            await _retry(
+                lambda uuid=call.uuid: c.stubs.sessions.GetSession(  # type: ignore[misc]
+                    sessions_pb2.GetSessionRequest(session_id=uuid), metadata=DEMO_AUTH
+                ),
+                grpc.StatusCode.NOT_FOUND,
+            )
             # A command on every replica reaches the owner (a): answer through c.
             await c.stubs.commands.Answer(
                 commands_pb2.AnswerRequest(session_id=call.uuid), metadata=DEMO_AUTH
@@ -111,10 +118,11 @@ async def test_kill_9_of_a_replica_its_answered_calls_are_adopted_and_commands_w
         await asyncio.gather(*(call.wait_connections(2, timeout=10) for call in calls))
         for call in calls:
             # Until b has adopted it, a read is UNAVAILABLE (the owner is gone): clients retry.
-            after = await _retry_unavailable(
+            after = await _retry(
                 lambda uuid=call.uuid: c.stubs.sessions.GetSession(  # type: ignore[misc]
                     sessions_pb2.GetSessionRequest(session_id=uuid), metadata=DEMO_AUTH
-                )
+                ),
+                grpc.StatusCode.UNAVAILABLE,
             )
             assert (after.state, after.created_at, after.answered_at) == (
                 "answered",
@@ -141,12 +149,16 @@ async def test_kill_9_of_a_replica_its_answered_calls_are_adopted_and_commands_w
         await sim.close()
 
 
-async def _retry_unavailable(request: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:  # noqa: ASYNC109
+async def _retry(
+    request: Callable[[], Awaitable[T]],
+    code: grpc.StatusCode,
+    timeout: float = 10.0,  # noqa: ASYNC109
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         try:
             return await request()
         except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+            if exc.code() is not code or time.monotonic() > deadline:
                 raise
-        await asyncio.sleep(0.05)  # a client's retry of a retriable error
+        await asyncio.sleep(0.05)  # a client's retry

@@ -2,14 +2,17 @@
 
 The caller's metadata goes along (the owner authenticates it again: replicas
 share the applications) with a marker so a forwarded request is never forwarded
-again. The owner's answer, error details included, reaches the caller as if the
-request had landed there; failing to reach the owner is UNAVAILABLE with a reason.
+again nor counted twice against the rate limits. The marker is a secret the
+replicas share through Redis, so a client cannot claim to be a replica. The
+owner's answer, error details included, reaches the caller as if the request
+had landed there; failing to reach the owner is UNAVAILABLE with a reason.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeAlias
 
 import grpc
@@ -22,20 +25,23 @@ log = logging.getLogger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
-FORWARDED_BY = "x-callcontrol-forwarded-by"
+FORWARDED_BY = "x-callcontrol-forwarded"
 OWNER_UNREACHABLE = "owner_unreachable"
 # Set by the gRPC stack; everything else the caller sent is passed on.
 _NOT_PASSED = ("user-agent", "content-type", "te", "grpc-", ":")
 _STATUS_DETAILS = "grpc-status-details-bin"
 
 
-def is_forwarded(context: Context) -> bool:
-    return any(key == FORWARDED_BY for key, _ in context.invocation_metadata() or ())
+def marked(metadata: Mapping[str, str], secret: str) -> bool:
+    """Whether a replica sent this request (it carries the cluster's secret)."""
+    given = metadata.get(FORWARDED_BY, "")
+    return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
 
 
 class Forwarder:
-    def __init__(self, replica_id: str, timeout_s: float) -> None:
-        self._replica_id = replica_id
+    def __init__(self, timeout_s: float) -> None:
+        #: the cluster's shared secret (``ClusterNode.start`` reads it from Redis)
+        self.secret = ""
         self._timeout = timeout_s
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -49,7 +55,7 @@ class Forwarder:
         passed = tuple(
             (k, v) for k, v in context.invocation_metadata() or () if not k.startswith(_NOT_PASSED)
         )
-        return (*passed, (FORWARDED_BY, self._replica_id))
+        return (*passed, (FORWARDED_BY, self.secret))
 
     async def unary(
         self,

@@ -17,7 +17,8 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -27,9 +28,10 @@ from redis.exceptions import RedisError
 from callcontrol.api import convert
 from callcontrol.api.routing import Context
 from callcontrol.cluster.directory import Directory, SessionEntry
-from callcontrol.cluster.forwarding import Forwarder, is_forwarded
+from callcontrol.cluster.forwarding import Forwarder, marked
 from callcontrol.cluster.membership import Membership
-from callcontrol.cluster.store import STORE_UNAVAILABLE, checked, connect
+from callcontrol.cluster.ratelimit import ClusterRateLimiter
+from callcontrol.cluster.store import PREFIX, STORE_UNAVAILABLE, checked, connect, text
 from callcontrol.config import GatewayConfig
 from callcontrol.control import Admission, CallControl
 from callcontrol.errors import Unavailable
@@ -56,25 +58,35 @@ class ClusterNode:
         self._redis = connect(cluster.redis_url, timeout_s=max(0.5, cluster.expiry_ms / 2000))
         self.membership = Membership(self._redis, replica_id, cluster.expiry_ms)
         self.directory = Directory(self._redis)
-        self._forwarder = Forwarder(replica_id, cluster.forward_timeout_ms / 1000)
+        self._forwarder = Forwarder(cluster.forward_timeout_ms / 1000)
         self._address = ""
-        self._writes: asyncio.Queue[SessionEntry] = asyncio.Queue()
+        # Directory updates go out one at a time, in the order the events came.
+        self._write_lock = asyncio.Lock()
+        self._writing: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         #: Redis answered the last heartbeat
         self.store_ok = True
+
+    def rate_limiter(self, per_s: int, groups: Mapping[str, str]) -> ClusterRateLimiter:
+        """Limits counted in Redis, across the replicas."""
+        return ClusterRateLimiter(self._redis, per_s, groups)
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self, address: str) -> None:
         """Register (Redis must answer now: a replica does not start blind), then keep beating."""
         self._address = address
         await checked(self.membership.beat(address))
+        self._forwarder.secret = await checked(self._shared_secret())
         log.info("cluster replica %s registered at %s", self.replica_id, address)
-        self._tasks = [
-            asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
-            asyncio.create_task(self._write_changes(), name="cluster-directory"),
-        ]
+        self._tasks = [asyncio.create_task(self._heartbeat(), name="cluster-heartbeat")]
+
+    async def _shared_secret(self) -> str:
+        key = PREFIX + "forwarding-secret"
+        await self._redis.set(key, secrets.token_urlsafe(32), nx=True)
+        return text(await self._redis.get(key)) or ""
 
     async def shutdown(self) -> None:
+        self._tasks += self._writing
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -130,13 +142,14 @@ class ClusterNode:
         entry = self._entry(session)
         if isinstance(event, CallHangup):
             entry = replace(entry, state=SessionState.HANGUP.value)
-        self._writes.put_nowait(entry)
+        task = asyncio.get_running_loop().create_task(self._write(entry))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
 
-    async def _write_changes(self) -> None:
-        while True:
-            entry = await self._writes.get()
+    async def _write(self, entry: SessionEntry) -> None:
+        async with self._write_lock:  # FIFO: tasks reach it in the order they were made
             if not self.store_ok:
-                continue  # re-recorded when Redis is back
+                return  # re-recorded when Redis is back
             try:
                 await self.directory.put_session(entry)
             except (RedisError, OSError) as exc:
@@ -193,7 +206,11 @@ class ClusterNode:
 
     # -- routing (callcontrol.api.routing.Router) ---------------------------------
     def forwarded(self, context: Context) -> bool:
-        return is_forwarded(context)
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        return self.forwarded_metadata(metadata)
+
+    def forwarded_metadata(self, metadata: Mapping[str, str]) -> bool:
+        return marked(metadata, self._forwarder.secret)
 
     def _require_store(self) -> None:
         if not self.store_ok:
