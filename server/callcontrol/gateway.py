@@ -92,6 +92,7 @@ class Gateway:
             reply_timeout=config.esl.reply_timeout_ms / 1000,
             max_connections=config.esl.max_connections,
             metrics=LinkMetrics(self.registry),
+            reuse_port=config.cluster.enabled,
         )
         self.health = HealthServicer()
         # The one place requests are limited, for gRPC and REST (Envoy has no limiter).

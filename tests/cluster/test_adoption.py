@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -117,3 +118,28 @@ async def test_without_redis_a_replica_refuses_new_work_and_keeps_its_calls(
         result = await next_event(events, CommandResult, held.uuid)
     assert (result.operation_id, result.status) == (envelope.operation_id, "succeeded")
     assert len(_sendmsgs(held, "hangup")) == 1
+
+
+async def test_replicas_on_one_host_share_the_esl_port(
+    start_replica: StartReplica, switch: FreeSwitchSimulator
+) -> None:
+    r1 = await start_replica("r1")
+    assert r1.gateway.esl_address is not None
+    # The second replica binds the very same port (SO_REUSEPORT, cluster mode only).
+    r2 = await start_replica("r2", esl=replace(r1.gateway.config.esl, listen=r1.gateway.esl_address))
+    assert r2.esl == r1.esl
+    # The kernel spreads connections between them; every call is held by one and reachable from both.
+    calls = [await switch.place_call(gateway=r1.esl) for _ in range(12)]
+    await until(
+        lambda: all(
+            r1.gateway.control.sessions.live(c.uuid) or r2.gateway.control.sessions.live(c.uuid)
+            for c in calls
+        )
+    )
+    held = [bool(r1.gateway.control.sessions.live(c.uuid)) for c in calls]
+    assert all(bool(r2.gateway.control.sessions.live(c.uuid)) != h for c, h in zip(calls, held, strict=True))
+    for call in calls:
+        session = await r1.stubs.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id=call.uuid), metadata=DEMO_AUTH
+        )
+        assert session.session_id == call.uuid

@@ -270,8 +270,11 @@ class OutboundLink:
         reply_timeout: float = 5.0,
         max_connections: int = 10000,
         metrics: LinkMetrics | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._listen = listen
+        # Cluster mode: replicas on one host share the port; the kernel spreads the calls.
+        self._reuse_port = reuse_port
         self._handler = handler
         self.reply_timeout = reply_timeout
         self._max_connections = max_connections
@@ -348,6 +351,8 @@ class OutboundLink:
             self._hub = gevent.get_hub()
             listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
             listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEPORT, 1)
             listener.bind((self._listen.host, self._listen.port))
             listener.listen(1024)
             host, port = listener.getsockname()[:2]
