@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import grpc
 import pytest
@@ -12,11 +13,14 @@ from grpc_status import rpc_status
 from callcontrol.cluster.directory import Directory, SessionEntry
 from callcontrol.cluster.membership import Membership
 from callcontrol.cluster.store import connect
+from callcontrol.config import ClusterConfig
 from callcontrol.events import CallInitiated, CommandResult
+from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator, SimulatedCall
+from callcontrol.startup import StartupError
 from callcontrol.v1 import commands_pb2, operations_pb2, sessions_pb2
 from tests.cluster.conftest import Replica, StartReplica
-from tests.conftest import DEMO_AUTH, OTHER_AUTH, next_event
+from tests.conftest import DEMO_AUTH, OTHER_AUTH, make_config, next_event
 from tests.redis_server import RedisServer
 
 
@@ -209,3 +213,13 @@ async def test_a_dead_replicas_entries_stop_routing_within_its_expiry(
         await asyncio.sleep(0.05)  # polling: the expiry happens inside Redis
     assert gone.code() is grpc.StatusCode.UNAVAILABLE
     assert _reason(gone) == "OWNER_UNAVAILABLE"
+
+
+async def test_a_replica_that_cannot_reach_redis_does_not_start() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        url = f"redis://127.0.0.1:{holder.getsockname()[1]}/0"
+        gateway = Gateway(make_config(cluster=ClusterConfig(redis_url=url, replica_id="blind")))
+        with pytest.raises(StartupError) as failed:
+            await gateway.start()
+    assert str(failed.value).startswith("cluster.redis_url: the cluster store (Redis) is unavailable")
