@@ -92,6 +92,8 @@ class Admission:
     created_at: datetime | None = None
     answered_at: datetime | None = None
     answer_reported: bool = False
+    #: operations the previous replica left in progress, now failed (reported from here)
+    lost_operations: tuple[Operation, ...] = ()
 
 
 Admit = Callable[[Session], Awaitable[Admission]]
@@ -302,6 +304,8 @@ class CallControl:
             session.created_at = admission.created_at or session.created_at
             session.answered_at = admission.answered_at or session.answered_at
             session.answer_reported = admission.answer_reported
+            for op in admission.lost_operations:
+                self.operations.restore(op)
             log.info(
                 "call %s adopted from replica %s (%s)",
                 session.session_id,

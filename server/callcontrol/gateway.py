@@ -191,6 +191,8 @@ class Gateway:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(grace)
         self.control.begin_shutdown()
+        if self.cluster is not None and self._started:
+            await self.cluster.release()
         await self.link.shutdown()
         self.control.shutdown()
         if self.cluster is not None:

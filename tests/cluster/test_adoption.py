@@ -143,3 +143,22 @@ async def test_replicas_on_one_host_share_the_esl_port(
             sessions_pb2.GetSessionRequest(session_id=call.uuid), metadata=DEMO_AUTH
         )
         assert session.session_id == call.uuid
+
+
+async def test_an_answer_in_progress_when_its_replica_stops_is_reported_once(
+    start_replica: StartReplica, switch: FreeSwitchSimulator
+) -> None:
+    r1, r2 = await start_replica("r1"), await start_replica("r2")
+    call = await _call_on(switch, r1, next_sockets=[r2.esl], answer_completes=False)
+    envelope = await r1.stubs.commands.Answer(
+        commands_pb2.AnswerRequest(session_id=call.uuid), metadata=DEMO_AUTH
+    )
+    with r1.gateway.events.subscribe() as seen_by_r1, r2.gateway.events.subscribe() as seen_by_r2:
+        await r1.gateway.shutdown(grace=0.2)
+        await call.wait_connections(2)
+        r2_calls = r2.gateway.control._calls
+        await until(lambda: call.uuid in r2_calls and not r2_calls[call.uuid].admitting, 5)
+        # r1 reported it as it let the call go; r2, adopting the call, does not report it again.
+        [result] = [e for e in drain(seen_by_r1) if isinstance(e, CommandResult)]
+        assert (result.operation_id, result.reason) == (envelope.operation_id, "gateway_shutdown")
+        assert [e for e in drain(seen_by_r2) if isinstance(e, CommandResult)] == []

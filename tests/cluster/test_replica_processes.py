@@ -22,7 +22,7 @@ import pytest
 
 from callcontrol.config import DEMO_API_KEY, DEMO_APP_ID
 from callcontrol.simulator import FreeSwitchSimulator
-from callcontrol.v1 import commands_pb2, sessions_pb2
+from callcontrol.v1 import commands_pb2, operations_pb2, sessions_pb2
 from tests.conftest import DEMO_AUTH, Stubs
 from tests.redis_server import RedisServer
 
@@ -112,6 +112,19 @@ async def test_kill_9_of_a_replica_its_answered_calls_are_adopted_and_commands_w
             for call in calls
         }
 
+        # One more call whose answer is in progress when its replica dies.
+        pending_call = await sim.place_call(gateway=a.esl, next_sockets=[b.esl], answer_completes=False)
+        await _retry(
+            lambda: c.stubs.sessions.GetSession(
+                sessions_pb2.GetSessionRequest(session_id=pending_call.uuid), metadata=DEMO_AUTH
+            ),
+            grpc.StatusCode.NOT_FOUND,
+        )
+        pending = await c.stubs.commands.Answer(
+            commands_pb2.AnswerRequest(session_id=pending_call.uuid), metadata=DEMO_AUTH
+        )
+        assert pending.status == "in_progress"
+
         killed = time.monotonic()
         a.proc.send_signal(signal.SIGKILL)
         assert await a.proc.wait() == -signal.SIGKILL
@@ -136,6 +149,15 @@ async def test_kill_9_of_a_replica_its_answered_calls_are_adopted_and_commands_w
             )
             assert envelope.status == "in_progress"
         failover = time.monotonic() - killed
+        # The answer left in progress by a ended failed, with the reason, wherever asked.
+        await pending_call.wait_connections(2)
+        lost = await _retry(
+            lambda: c.stubs.operations.GetOperation(
+                operations_pb2.GetOperationRequest(operation_id=pending.operation_id), metadata=DEMO_AUTH
+            ),
+            grpc.StatusCode.UNAVAILABLE,
+        )
+        assert (lost.status, lost.error.reason) == ("failed", "replica_lost")
         await asyncio.gather(*(asyncio.wait_for(call.hung_up.wait(), 10) for call in calls))
         print(
             f"\nfailover of {len(calls)} answered calls: {failover * 1000:.0f} ms (kill -9 → commands work)"

@@ -6,16 +6,20 @@ Keys (all under ``callcontrol:``):
   so a late or repeated command still reaches the replica that knows its answer.
   ``state = disconnected`` is the tombstone that lets a re-delivered socket go.
 * ``operation:{id}`` the owner replica id, for as long as operations are kept.
+* ``session-ops:{id}`` the session's operations in progress (id → JSON), so the
+  replica that adopts the call can end them ``failed`` if their replica died.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
 import redis.asyncio as redis
 
 from callcontrol.cluster.store import PREFIX, text
+from callcontrol.operations import Operation, Status
 
 LIVE_TTL_S = 24 * 3600  # a bound, so entries of a replica that died with no adopter go away
 ENDED_TTL_S = 3600
@@ -104,3 +108,60 @@ class Directory:
 
     async def operation_owner(self, operation_id: str) -> str | None:
         return text(await self._redis.get(_operation_key(operation_id)))
+
+
+def _session_ops_key(session_id: str) -> str:
+    return f"{PREFIX}session-ops:{session_id}"
+
+
+class InFlight:
+    """Operations in progress per session, recorded by their owner until they end."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    async def started(self, op: Operation) -> None:
+        record = {
+            "app": op.app_id,
+            "command": op.command,
+            "uid": op.command_uid,
+            "timeout_ms": op.timeout_ms,
+            "created_at": op.created_at.isoformat(),
+        }
+        key = _session_ops_key(op.session_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, op.operation_id, json.dumps(record))
+            pipe.expire(key, LIVE_TTL_S)
+            await pipe.execute()
+
+    async def finished(self, session_id: str, operation_id: str) -> None:
+        await self._redis.hdel(_session_ops_key(session_id), operation_id)
+
+    async def take(
+        self, session_id: str, finished_at: datetime, reason: str, message: str
+    ) -> list[Operation]:
+        """Remove and return the session's operations in progress, ended ``failed``."""
+        key = _session_ops_key(session_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(key)
+            pipe.delete(key)
+            raw, _ = await pipe.execute()
+        ops = []
+        for op_id, text_ in raw.items():
+            record = json.loads(text_)
+            ops.append(
+                Operation(
+                    operation_id=str(op_id),
+                    app_id=str(record["app"]),
+                    session_id=session_id,
+                    command=str(record["command"]),
+                    command_uid=str(record["uid"]),
+                    timeout_ms=int(record["timeout_ms"]),
+                    created_at=datetime.fromisoformat(record["created_at"]),
+                    status=Status.FAILED,
+                    finished_at=finished_at,
+                    reason=reason,
+                    message=message,
+                )
+            )
+        return ops

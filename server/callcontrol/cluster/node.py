@@ -18,8 +18,9 @@ import base64
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.message import Message
@@ -27,15 +28,15 @@ from redis.exceptions import RedisError
 
 from callcontrol.api import convert
 from callcontrol.api.routing import Context
-from callcontrol.cluster.directory import Directory, SessionEntry
+from callcontrol.cluster.directory import Directory, InFlight, SessionEntry
 from callcontrol.cluster.forwarding import Forwarder, marked
 from callcontrol.cluster.membership import Membership
 from callcontrol.cluster.ratelimit import ClusterRateLimiter
 from callcontrol.cluster.store import PREFIX, STORE_UNAVAILABLE, checked, connect, text
 from callcontrol.config import GatewayConfig
 from callcontrol.control import Admission, CallControl
-from callcontrol.errors import Unavailable
-from callcontrol.events import CallAnswered, CallHangup, LifecycleEvent
+from callcontrol.errors import NotFound, Unavailable
+from callcontrol.events import CallAnswered, CallHangup, CommandResult, LifecycleEvent
 from callcontrol.operations import Operation
 from callcontrol.sessions import Session, SessionState
 from callcontrol.v1 import sessions_pb2
@@ -43,6 +44,7 @@ from callcontrol.v1 import sessions_pb2
 log = logging.getLogger(__name__)
 
 OWNER_GONE = "owner_unavailable"
+REPLICA_LOST = "replica_lost"
 _LIST_SESSIONS = "/" + sessions_pb2.DESCRIPTOR.services_by_name["Sessions"].full_name + "/ListSessions"
 _ALL = 2**31  # "every live session" for a re-record
 
@@ -58,6 +60,7 @@ class ClusterNode:
         self._redis = connect(cluster.redis_url, timeout_s=max(0.5, cluster.expiry_ms / 2000))
         self.membership = Membership(self._redis, replica_id, cluster.expiry_ms)
         self.directory = Directory(self._redis)
+        self.in_flight = InFlight(self._redis)
         self._forwarder = Forwarder(cluster.forward_timeout_ms / 1000)
         self._address = ""
         # Directory updates go out one at a time, in the order the events came.
@@ -84,6 +87,17 @@ class ClusterNode:
         key = PREFIX + "forwarding-secret"
         await self._redis.set(key, secrets.token_urlsafe(32), nx=True)
         return text(await self._redis.get(key)) or ""
+
+    async def release(self) -> None:
+        """Before a graceful stop lets its calls go: their operations end here, reported here.
+
+        So the replica adopting a call finds none of them to fail a second time.
+        """
+        for app in self._config.applications:
+            sessions, _ = self._control.sessions.page(app.app_id, _ALL, "")
+            for session in sessions:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.in_flight.take(session.session_id, datetime.now(UTC), "", "")
 
     async def shutdown(self) -> None:
         self._tasks += self._writing
@@ -134,6 +148,9 @@ class ClusterNode:
 
     # -- directory upkeep (an EventSink) ----------------------------------------
     def emit(self, event: LifecycleEvent) -> None:
+        if isinstance(event, CommandResult):
+            self._spawn_write(lambda: self.in_flight.finished(event.session_id, event.operation_id))
+            return
         if not isinstance(event, CallAnswered | CallHangup):
             return
         session = self._control.sessions.live(event.session_id)
@@ -142,18 +159,21 @@ class ClusterNode:
         entry = self._entry(session)
         if isinstance(event, CallHangup):
             entry = replace(entry, state=SessionState.HANGUP.value)
-        task = asyncio.get_running_loop().create_task(self._write(entry))
+        self._spawn_write(lambda: self.directory.put_session(entry))
+
+    def _spawn_write(self, write: Callable[[], Awaitable[object]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(write))
         self._writing.add(task)
         task.add_done_callback(self._writing.discard)
 
-    async def _write(self, entry: SessionEntry) -> None:
+    async def _write(self, write: Callable[[], Awaitable[object]]) -> None:
         async with self._write_lock:  # FIFO: tasks reach it in the order they were made
             if not self.store_ok:
-                return  # re-recorded when Redis is back
+                return  # live calls are re-recorded when Redis is back
             try:
-                await self.directory.put_session(entry)
+                await write()
             except (RedisError, OSError) as exc:
-                log.warning("directory update for call %s lost: %s", entry.session_id, type(exc).__name__)
+                log.warning("directory update lost: %s", type(exc).__name__)
 
     def _entry(self, session: Session) -> SessionEntry:
         return SessionEntry(
@@ -197,7 +217,16 @@ class ClusterNode:
             return Admission(refused="another replica adopted the call first")
         if answered:
             session.state = SessionState.ANSWERED
+        lost = await self.in_flight.take(
+            session.session_id,
+            datetime.now(UTC),
+            REPLICA_LOST,
+            f"replica {found.owner} holding the call was lost before the command completed",
+        )
+        for op in lost:
+            await self.directory.put_operation(op.operation_id, self.replica_id)
         return Admission(
+            lost_operations=tuple(lost),
             adopted_from=found.owner,
             created_at=found.created_at,
             answered_at=entry.answered_at,
@@ -242,9 +271,19 @@ class ClusterNode:
     async def operation_started(self, op: Operation) -> None:
         try:
             await self.directory.put_operation(op.operation_id, self.replica_id)
+            async with self._write_lock:
+                # In order with the sink's removal: an operation already over is not recorded.
+                if not self._done(op):
+                    await self.in_flight.started(op)
         except (RedisError, OSError) as exc:
             # The command is on its way already; only other replicas cannot find it.
             log.warning("operation %s not recorded in the cluster: %s", op.operation_id, type(exc).__name__)
+
+    def _done(self, op: Operation) -> bool:
+        try:
+            return self._control.operations.get(op.app_id, op.operation_id).done
+        except NotFound:
+            return True  # finished and evicted already
 
     async def disconnecting(self, app_id: str, session_id: str) -> None:
         session = self._control.sessions.live(session_id)
