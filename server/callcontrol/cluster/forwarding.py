@@ -53,7 +53,9 @@ class Forwarder:
 
     def _metadata(self, context: Context) -> tuple[tuple[str, str | bytes], ...]:
         passed = tuple(
-            (k, v) for k, v in context.invocation_metadata() or () if not k.startswith(_NOT_PASSED)
+            (k, v)
+            for k, v in context.invocation_metadata() or ()
+            if not k.startswith(_NOT_PASSED) and k != FORWARDED_BY  # a client's own marker is dropped
         )
         return (*passed, (FORWARDED_BY, self.secret))
 
