@@ -199,6 +199,8 @@ class ClusterConfig:
     # Heartbeat period, and how long a replica that stopped beating is still live.
     heartbeat_ms: int = 1000
     expiry_ms: int = 3000
+    # Deadline of a request forwarded to the replica holding the call.
+    forward_timeout_ms: int = 5000
 
     @property
     def enabled(self) -> bool:
@@ -288,6 +290,7 @@ _MINIMUM: dict[str, float] = {
     "webhooks.per_destination_concurrency": 1,
     "cluster.heartbeat_ms": 1,
     "cluster.expiry_ms": 1,
+    "cluster.forward_timeout_ms": 1,
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE, _FALSE = ("true", "1", "on"), ("false", "0", "off")

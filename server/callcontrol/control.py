@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -77,10 +78,32 @@ class HangupCause:
         return cls(name, code, _int_or_none(event.get("variable_sip_term_status")))
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the cluster says of a newly connected socket (cluster mode only).
+
+    A single gateway has no admission step: every socket is a new call.
+    """
+
+    #: the replica that held the call before; empty for a new call
+    adopted_from: str = ""
+    #: why the socket is let go at once (the call goes on in its dialplan); empty to keep it
+    refused: str = ""
+    created_at: datetime | None = None
+    answered_at: datetime | None = None
+    answer_reported: bool = False
+    #: operations the previous replica left in progress, now failed (reported from here)
+    lost_operations: tuple[Operation, ...] = ()
+
+
+Admit = Callable[[Session], Awaitable[Admission]]
+
+
 class _Call:
     """What the controller keeps per live socket."""
 
     __slots__ = (
+        "admitting",
         "answer_ops",
         "cause",
         "channel",
@@ -100,6 +123,7 @@ class _Call:
         self.cause: HangupCause | None = None  # from CHANNEL_HANGUP until the complete event
         self.lingering = False  # FreeSWITCH sent the linger notice: the call is over
         self.linger_timer: asyncio.TimerHandle | None = None  # waiting for HANGUP_COMPLETE
+        self.admitting = False  # the cluster has not yet said new, adopted or let go
 
 
 class CallControl:
@@ -124,6 +148,9 @@ class CallControl:
         self._stopping = False
         self._timeout_ms = config.operations.timeout_ms
         self._linger_wait = config.esl.linger_wait_ms / 1000
+        #: cluster mode: decides new call, adoption or let-go for each socket
+        self.admit: Admit | None = None
+        self._admitting: set[asyncio.Task[None]] = set()
 
     @property
     def channel_fields(self) -> tuple[str, ...]:
@@ -265,7 +292,55 @@ class CallControl:
             log.error("call %s is already connected; refusing a second socket", session_id)
             channel.send(encode_command("exit"), lambda reply: None)
             return
-        self._calls[session_id] = _Call(channel, session)
+        call = self._calls[session_id] = _Call(channel, session)
+        if self.admit is not None:
+            # Held from now on (events are read), announced once the cluster has answered.
+            call.admitting = True
+            task = asyncio.get_running_loop().create_task(self._admit(self.admit, call))
+            self._admitting.add(task)
+            task.add_done_callback(self._admitting.discard)
+            return
+        self._announce(session)
+
+    async def _admit(self, admit: Admit, call: _Call) -> None:
+        session = call.session
+        try:
+            admission = await admit(session)
+        except Exception as exc:  # an unexpected failure must not leave a call half-held
+            log.exception("admission of call %s failed", session.session_id)
+            admission = Admission(refused=f"admission failed: {type(exc).__name__}")
+        call.admitting = False
+        if self._calls.get(session.session_id) is not call:
+            return  # the socket closed meanwhile
+        if admission.refused:
+            log.warning(
+                "call %s let go at once (%s); it goes on in its dialplan",
+                session.session_id,
+                admission.refused,
+            )
+            del self._calls[session.session_id]
+            self.sessions.discard(session.session_id)
+            call.exiting = True
+            call.channel.send(encode_command("exit"), lambda reply: None)
+            return
+        if admission.adopted_from:
+            # Same session, state kept; the application was told of it already.
+            session.created_at = admission.created_at or session.created_at
+            session.answered_at = admission.answered_at or session.answered_at
+            session.answer_reported = admission.answer_reported
+            for op in admission.lost_operations:
+                self.operations.restore(op)
+            log.info(
+                "call %s adopted from replica %s (%s)",
+                session.session_id,
+                admission.adopted_from,
+                session.state,
+            )
+            return
+        self._announce(session)
+
+    def _announce(self, session: Session) -> None:
+        app_id, session_id = session.app_id, session.session_id
         log.info(
             "call %s for %s from %s to %s",
             session_id,
@@ -372,6 +447,10 @@ class CallControl:
         if call is None:
             return
         del self._calls[channel.unique_id]
+        if call.admitting:
+            # Never announced: nothing to report.
+            self.sessions.discard(call.session.session_id)
+            return
         if call.linger_timer is not None:
             call.linger_timer.cancel()
             call.linger_timer = None
@@ -442,6 +521,8 @@ class CallControl:
         self._stopping = True
 
     def shutdown(self) -> None:
+        for task in self._admitting:
+            task.cancel()
         for call in self._calls.values():
             if call.linger_timer is not None:
                 call.linger_timer.cancel()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,8 +25,10 @@ from callcontrol.api.ratelimit import AuthFailureLimiter, RateLimiter, method_gr
 from callcontrol.api.reflection import enable_reflection
 from callcontrol.api.servicers import OperationsServicer, SessionCommandsServicer, SessionsServicer
 from callcontrol.api.tls import server_credentials
+from callcontrol.cluster.node import ClusterNode
 from callcontrol.config import Address, GatewayConfig
 from callcontrol.control import CallControl
+from callcontrol.errors import GatewayError
 from callcontrol.esl.link import OutboundLink
 from callcontrol.events import EventStream
 from callcontrol.metrics import CommandMetrics, LinkMetrics, RpcMetrics, include, new_registry
@@ -72,6 +76,16 @@ class Gateway:
         self.control = CallControl(config, self.events, commands)
         commands.sessions.set_function(lambda: len(self.control.sessions))
         commands.operations.set_function(lambda: len(self.control.operations))
+        # This replica's name in the cluster (webhook outbox leases use it too).
+        self.replica_id = config.cluster.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.cluster: ClusterNode | None = None
+        if config.cluster.enabled:
+            if config.grpc_tls.enabled:
+                # Forwarding between replicas is plaintext gRPC for now.
+                raise StartupError("cluster.redis_url: cluster mode does not support grpc.tls yet")
+            self.cluster = ClusterNode(config, self.replica_id, self.control)
+            self.events.add_sink(self.cluster)
+            self.control.admit = self.cluster.admit
         self.link = OutboundLink(
             config.esl.listen,
             self.control,
@@ -82,6 +96,7 @@ class Gateway:
             max_frame_bytes=config.esl.max_frame_bytes,
             partial_frame_timeout=config.esl.partial_frame_timeout_ms / 1000,
             channel_fields=self.control.channel_fields,
+            reuse_port=config.cluster.enabled,
         )
         self.health = HealthServicer()
         # The one place requests are limited, for gRPC and REST (Envoy has no limiter).
@@ -104,10 +119,14 @@ class Gateway:
             options=[("grpc.so_reuseport", 0)],
         )
         commands_pb2_grpc.add_SessionCommandsServicer_to_server(
-            SessionCommandsServicer(self.control), self.server
+            SessionCommandsServicer(self.control, self.cluster), self.server
         )
-        operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(self.control), self.server)
-        sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsServicer(self.control), self.server)
+        operations_pb2_grpc.add_OperationsServicer_to_server(
+            OperationsServicer(self.control, self.cluster), self.server
+        )
+        sessions_pb2_grpc.add_SessionsServicer_to_server(
+            SessionsServicer(self.control, self.cluster), self.server
+        )
         add_to_server(self.server, self.webhooks)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         # Reflection v1 and v1alpha, with the comments of the descriptor set.
@@ -151,6 +170,12 @@ class Gateway:
         self.grpc_address = Address(listen.host, port)
         await self.server.start()
         self._started = True
+        if self.cluster is not None:
+            advertise = self.config.cluster.advertise or str(self.grpc_address)
+            try:
+                await self.cluster.start(advertise)
+            except GatewayError as exc:
+                raise StartupError(f"cluster.redis_url: {exc.message}") from exc
         if self.config.metrics_listen is not None:
             try:
                 self.metrics_address = await self.metrics.start(self.config.metrics_listen)
@@ -170,8 +195,12 @@ class Gateway:
             await self.health.enter_graceful_shutdown()
             await self.server.stop(grace)
         self.control.begin_shutdown()
+        if self.cluster is not None and self._started:
+            await self.cluster.release()
         await self.link.shutdown()
         self.control.shutdown()
+        if self.cluster is not None:
+            await self.cluster.shutdown()
         await self.webhooks.shutdown()
         if self._webhook_task is not None:
             await self._webhook_task

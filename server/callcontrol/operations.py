@@ -164,6 +164,24 @@ class OperationStore:
         self._live_per_session[(app_id, session_id)] += 1
         return op
 
+    def restore(self, op: Operation) -> None:
+        """Hold an operation another replica started and could not finish (cluster adoption).
+
+        It is reported once, like any finished operation, and answers reads and
+        repeats of its command from here on.
+        """
+        if op.operation_id in self._entries or not op.done:
+            return
+        self._entries[op.operation_id] = _Entry(op)
+        self._by_uid[(op.app_id, op.session_id, op.command_uid)] = op.operation_id
+        finished = self._finished.setdefault(op.app_id, OrderedDict())
+        finished[op.operation_id] = None
+        while len(finished) > self._retention:
+            old_id, _ = finished.popitem(last=False)
+            old = self._entries.pop(old_id).op
+            self._by_uid.pop((old.app_id, old.session_id, old.command_uid), None)
+        self._on_finished(op)
+
     def get(self, app_id: str, operation_id: str) -> Operation:
         entry = self._entries.get(operation_id)
         if entry is None or entry.op.app_id != app_id:

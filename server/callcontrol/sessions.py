@@ -66,6 +66,10 @@ class SessionRegistry:
         self._live[session.session_id] = session
         return True
 
+    def discard(self, session_id: str) -> None:
+        """Forget a live session that was never announced (cluster mode let its socket go)."""
+        self._live.pop(session_id, None)
+
     def live(self, session_id: str) -> Session | None:
         return self._live.get(session_id)
 

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -24,8 +24,8 @@ from callcontrol.api.auth import Authenticator
 from callcontrol.api.client_address import FORWARDED_FOR, client_address
 from callcontrol.api.decoding import Undecodable, lenient
 from callcontrol.api.identity import request_id, set_current_app
-from callcontrol.api.ratelimit import AuthFailureLimiter, RateLimiter
-from callcontrol.api.status import to_status
+from callcontrol.api.ratelimit import AuthFailureLimiter, Limiter
+from callcontrol.api.status import Relayed, to_status
 from callcontrol.errors import GatewayError, Unauthenticated
 from callcontrol.metrics import RpcMetrics
 
@@ -44,12 +44,15 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
         authenticator: Authenticator,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         metrics: RpcMetrics | None = None,
         auth_failures: AuthFailureLimiter | None = None,
+        forwarded: Callable[[Mapping[str, str]], bool] | None = None,
     ) -> None:
         self._auth = authenticator
         self._limiter = limiter
+        # Cluster mode: a request another replica forwarded was counted there.
+        self._forwarded = forwarded
         self._metrics = metrics or RpcMetrics(CollectorRegistry())
         self._auth_failures = auth_failures
 
@@ -77,7 +80,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    def _enter(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _enter(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         md = _metadata(context)
         # The caller's id is kept when it is a plain token (Envoy's, or a client's
         # own); anything else is replaced, so no client text lands in every log line.
@@ -96,8 +99,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 self._auth_failures.failed(address)
             raise
         set_current_app(app)
-        if self._limiter is not None:
-            self._limiter.check(app.app_id, method)
+        if self._limiter is not None and not (self._forwarded is not None and self._forwarded(md)):
+            await self._limiter.acquire(app.app_id, method)
         log.info("%s by %s (request %s)", method, app.app_id, request_id.get())
 
     async def _fail(
@@ -125,13 +128,17 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             started = self._started(method, "unary")
             outcome: BaseException | None = None
             try:
-                self._enter(method, context)
+                await self._enter(method, context)
                 if isinstance(request, Undecodable):
                     raise request.error()
                 return await inner(request, context)
             except GatewayError as exc:
                 outcome = exc
                 await self._fail(method, context, exc)
+                raise AssertionError("unreachable: abort raises") from exc
+            except Relayed as exc:
+                outcome = exc
+                await context.abort_with_status(exc.status)
                 raise AssertionError("unreachable: abort raises") from exc
             except BaseException as exc:
                 outcome = exc
@@ -148,7 +155,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             started = self._started(method, "server_stream")
             outcome: BaseException | None = None
             try:
-                self._enter(method, context)
+                await self._enter(method, context)
                 if isinstance(request, Undecodable):
                     raise request.error()
                 async for item in inner(request, context):
@@ -156,6 +163,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             except GatewayError as exc:
                 outcome = exc
                 await self._fail(method, context, exc)
+            except Relayed as exc:
+                outcome = exc
+                await context.abort_with_status(exc.status)
             except BaseException as exc:
                 outcome = exc
                 raise
@@ -171,6 +181,8 @@ def _status_code(
     """The status the RPC ended with, as the client sees it."""
     if isinstance(outcome, GatewayError):
         return to_status(outcome).code
+    if isinstance(outcome, Relayed):
+        return outcome.status.code
     if isinstance(outcome, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED  # the client went away
     code = context.code()

@@ -17,7 +17,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from callcontrol.errors import ResourceExhausted
 
@@ -104,6 +104,10 @@ class RateLimiter:
             float(per_s), float(per_s), max_keys=1 << 20, clock=clock
         )
 
+    async def acquire(self, app_id: str, method: str) -> None:
+        """``Limiter``: the same as ``check``."""
+        self.check(app_id, method)
+
     def check(self, app_id: str, method: str) -> None:
         """Take one token for this call, or raise RateLimited with the wait."""
         group = self._groups.get(method)
@@ -112,6 +116,13 @@ class RateLimiter:
         wait = self._buckets.take((app_id, group))
         if wait:
             raise RateLimited(f"too many requests in group {group!r}", wait)
+
+
+class Limiter(Protocol):
+    """Requests per (application, group): this process's buckets, or the cluster's."""
+
+    async def acquire(self, app_id: str, method: str) -> None:
+        """Take one token for this call, or raise RateLimited with the wait."""
 
 
 class AuthFailureLimiter:

@@ -76,3 +76,17 @@ def to_status(error: errors.GatewayError) -> grpc.Status:
         extra = ((RETRY_AFTER, str(retry_after_seconds(error))),)
         return _Status(status.code, status.details, (*status.trailing_metadata, *extra))
     return status
+
+
+class Relayed(Exception):
+    """Another replica's gateway answered with this status: the caller gets it unchanged."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__(status.details)
+        self.status = status
+
+
+def relayed_status(
+    code: grpc.StatusCode, details: str, trailing_metadata: tuple[tuple[str, str | bytes], ...]
+) -> grpc.Status:
+    return _Status(code, details, trailing_metadata)

@@ -459,11 +459,14 @@ class OutboundLink:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         partial_frame_timeout: float = 5.0,
         channel_fields: Sequence[str] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._listen = listen
         # The connect reply's fields a CallChannel keeps (None: all). The reply has ~150 headers
         # (~40 kB decoded); held for a call's life, it was half of the memory per call.
         self._channel_fields = None if channel_fields is None else tuple(channel_fields)
+        # Cluster mode: replicas on one host share the port; the kernel spreads the calls.
+        self._reuse_port = reuse_port
         self._handler = handler
         self.reply_timeout = reply_timeout
         self._max_connections = max_connections
@@ -610,6 +613,8 @@ class OutboundLink:
             family = gevent.socket.AF_INET6 if ":" in self._listen.host else gevent.socket.AF_INET
             listener = gevent.socket.socket(family, gevent.socket.SOCK_STREAM)
             listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                listener.setsockopt(gevent.socket.SOL_SOCKET, gevent.socket.SO_REUSEPORT, 1)
             listener.bind((self._listen.host, self._listen.port))
             listener.listen(1024)
             host, port = listener.getsockname()[:2]

@@ -15,7 +15,10 @@ It plays FreeSWITCH's side of ``socket <gateway> async full`` the way
   ``hangup_order`` changes that the way the real switch does under load and on
   shutdown (``HANGUP_ORDERS``);
 * ``exit`` or a TCP close while the channel is alive hands the call back to the
-  dialplan (``playback`` then ``hangup NORMAL_CLEARING`` in the captured dialplan).
+  dialplan (``playback`` then ``hangup NORMAL_CLEARING`` in the captured dialplan);
+  with ``next_sockets`` the dialplan's next action is another ``socket`` (the
+  cluster's dialplan in DESIGN.md): the same channel connects there, and only
+  after the last one goes on to ``playback``.
 
 Call states (a table; ``destroyed`` is terminal): ringing → answered → hangup
 (lingering) → destroyed, and ringing/answered → dialplan → destroyed.
@@ -28,7 +31,7 @@ import contextlib
 import logging
 import time
 import uuid as uuid_module
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any, Final, Literal, Protocol
 
 from callcontrol.causes import NORMAL_CLEARING, Q850_CAUSES, cause_name, q850_code, resolve_cause
@@ -133,8 +136,13 @@ class SimulatedCall:
         unanswered: Collection[str] = (),
         hangup_order: HangupOrder | None = None,
         teardown_delay: float = TEARDOWN_DELAY,
+        next_sockets: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.uuid = uuid or str(uuid_module.uuid4())
+        #: Where each socket of this call connected, in order.
+        self.connections: list[tuple[str, int]] = []
+        self._next_sockets = list(next_sockets)
+        self._connected = asyncio.Event()  # set (and replaced) on every new connection
         #: The order of what follows CHANNEL_HANGUP (HANGUP_ORDERS); None: FreeSWITCH's
         #: usual, which is "complete_first", and "notice_first" on shutdown (as in capture 06).
         self.hangup_order: HangupOrder | None = hangup_order
@@ -257,22 +265,48 @@ class SimulatedCall:
 
     # -- lifecycle (driven by FreeSwitchSimulator) -----------------------------------------------
 
+    async def wait_connections(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Until ``count`` sockets of this call have connected (checks on every connect)."""
+
+        async def reached() -> None:
+            while len(self.connections) < count:
+                await self._connected.wait()
+
+        await asyncio.wait_for(reached(), timeout)
+
     async def start(self) -> None:
         """Connect to the gateway like the ``socket`` application does; on failure the dialplan goes on."""
-        host, port = self._gateway
+        self._spawn(self._run_messages())
+        await self._connect(self._gateway)
+
+    async def _connect(self, address: tuple[str, int]) -> None:
+        host, port = address
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except OSError as exc:
             self.socket_error = exc
             log.warning("call %s: Socket Error: %s; the dialplan goes on", self.uuid, exc)
             self._closed.set()
-            self._return_to_dialplan()
+            self._socket_ended()
             return
         self._writer = writer
         self._socket_open = True
         log.info("call %s: connected to %s:%s from %s", self.uuid, host, port, self._channel.name)
-        self._spawn(self._read_loop(reader))
-        self._spawn(self._run_messages())
+        self.connections.append(address)
+        self._connected.set()
+        self._connected = asyncio.Event()
+        self._spawn(self._read_loop(reader, writer))
+
+    async def _next_socket(self, address: tuple[str, int]) -> None:
+        """The dialplan's next ``socket``: a fresh connection, the same channel."""
+        self._parser = CommandParser()
+        self._writer = None
+        self._closed = asyncio.Event()
+        self._events_on = self._myevents = self._park_sent = False
+        self._linger = None
+        self._socket_app_uuid = str(uuid_module.uuid4())
+        log.info("call %s: next socket action: %s:%s", self.uuid, *address)
+        await self._connect(address)
 
     def shutdown_hangup(self) -> None:
         """``fsctl shutdown``, first step: the channel hangs up SYSTEM_SHUTDOWN."""
@@ -357,14 +391,19 @@ class SimulatedCall:
             self._writer.close()
         self._closed.set()
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Bound to its own connection: after a next ``socket`` the old one must not touch the new.
         try:
-            while self._socket_open:
+            while self._socket_open and writer is self._writer:
                 data = await reader.read(65536)
-                if not data:
+                if not data or writer is not self._writer:
                     break
                 self._parser.feed(data)
-                while self._socket_open and (command := self._parser.next_command()) is not None:
+                while (
+                    self._socket_open
+                    and writer is self._writer
+                    and (command := self._parser.next_command()) is not None
+                ):
                     self._received(command)
                     self._dispatch(command)
                 await self._drain()
@@ -373,7 +412,8 @@ class SimulatedCall:
         except ConnectionError as exc:
             log.info("call %s: connection error: %s", self.uuid, exc)
         finally:
-            self._gateway_closed()
+            if writer is self._writer:
+                self._gateway_closed()
 
     def _gateway_closed(self) -> None:
         """The gateway closed TCP (or it broke): like the socket app ending without ``exit``."""
@@ -389,7 +429,10 @@ class SimulatedCall:
             self._linger_timer.cancel()
             self._linger_timer = None
         if self.state in ("ringing", "answered"):
-            self._return_to_dialplan()
+            if self._next_sockets:
+                self._spawn(self._next_socket(self._next_sockets.pop(0)))
+            else:
+                self._return_to_dialplan()
         elif self._teardown is not None:
             # The client left after an early notice: the teardown goes on, unseen.
             self._teardown.cancel()

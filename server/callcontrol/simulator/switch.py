@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 import uuid as uuid_module
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from callcontrol.simulator.call import TEARDOWN_DELAY, HangupOrder, SimulatedCall
 from callcontrol.simulator.channel import SwitchIdentity
@@ -68,19 +68,24 @@ class FreeSwitchSimulator:
         caller_name: str | None = None,
         hangup_order: HangupOrder | None = None,
         teardown_delay: float = TEARDOWN_DELAY,
+        next_sockets: Sequence[tuple[str, int]] = (),
+        gateway: tuple[str, int] | None = None,
     ) -> SimulatedCall:
         """A new inbound call whose dialplan runs ``socket <gateway> async full``.
 
         Returns once the TCP connection is up (or failed: then, like FreeSWITCH, the
         call goes on in its dialplan and ``socket_error`` says why). ``hangup_order``
         and ``teardown_delay``: what the socket gets after CHANNEL_HANGUP
-        (``callcontrol.simulator.call.HANGUP_ORDERS``).
+        (``callcontrol.simulator.call.HANGUP_ORDERS``). ``next_sockets``: the
+        dialplan's further ``socket`` actions, tried in order whenever a socket
+        ends while the call is alive (the cluster's dialplan, DESIGN.md); ``gateway``:
+        where the first ``socket`` goes, if not the simulator's gateway.
         """
         if self._shut_down or self._closed:
             raise RuntimeError("the simulated switch is shut down")
         call = SimulatedCall(
             self,
-            self.gateway,
+            gateway or self.gateway,
             uuid=uuid,
             app_id=app_id,
             caller_number=caller_number,
@@ -92,6 +97,7 @@ class FreeSwitchSimulator:
             unanswered=unanswered,
             hangup_order=hangup_order,
             teardown_delay=teardown_delay,
+            next_sockets=next_sockets,
         )
         if call.uuid in self.calls:
             raise ValueError(f"a call with uuid {call.uuid} exists")
