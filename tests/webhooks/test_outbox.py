@@ -10,6 +10,7 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -361,3 +362,42 @@ async def test_a_failing_attempt_record_undoes_only_itself_within_the_shared_com
     stored = sqlite_outbox.get("a", "e2")
     assert stored is not None
     assert stored.attempts == ()
+
+
+class _FailingCommit:
+    """The outbox's connection, with its next COMMIT failing as a full disk would."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.fail_next_commit = True
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.fail_next_commit:
+            self.fail_next_commit = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+async def test_a_failed_end_of_turn_commit_makes_the_next_claim_fail_then_the_attempt_is_pending_again(
+    sqlite_outbox: SqliteOutbox,
+) -> None:
+    sqlite_outbox.add(_new("e1"))
+    (head,) = sqlite_outbox.due("a", 1000.0, 10)
+    real = sqlite_outbox._db
+    sqlite_outbox._db = _FailingCommit(real)  # type: ignore[assignment]
+    try:
+        sqlite_outbox.record_attempt(head.seq, _attempt(Outcome.DELIVERED), last_error="")
+        await asyncio.sleep(0)  # the end of the turn: its commit fails
+        # The lane's claim sees the failure (and backs off) rather than resending at once...
+        with pytest.raises(OutboxError, match="disk is full"):
+            sqlite_outbox.due("a", 1000.0, 10)
+        # ...then finds the delivery pending again, with no attempt kept.
+        assert _due_ids(sqlite_outbox) == ["e1"]
+    finally:
+        sqlite_outbox._db = real
+    record = sqlite_outbox.get("a", "e1")
+    assert record is not None
+    assert record.attempts == ()

@@ -302,6 +302,7 @@ class SqliteOutbox:
         self._commits = 0
         self._flush_scheduled = False
         self._open = True
+        self._deferred_error: OutboxError | None = None
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -373,7 +374,16 @@ class SqliteOutbox:
             self._checkpointer.request()
 
     def _flush(self) -> None:
-        """Commit the attempts recorded so far (see the module docstring); a no-op without any."""
+        """Commit the attempts recorded so far, first raising, once, a failure of that commit
+        made at the end of a loop turn: the lane's claim then backs off instead of sending
+        those attempts again at once."""
+        if self._deferred_error is not None:
+            exc, self._deferred_error = self._deferred_error, None
+            raise exc
+        self._commit_attempts()
+
+    def _commit_attempts(self) -> None:
+        """See the module docstring; a no-op without recorded attempts."""
         if not self._open or not self._db.in_transaction:
             return
         try:
@@ -386,18 +396,19 @@ class SqliteOutbox:
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
-        self._flush_or_log()
+        self._flush_or_keep()
 
-    def _flush_or_log(self) -> None:
-        """Flush where nobody waits on the attempts' commit: its failure is theirs alone."""
+    def _flush_or_keep(self) -> None:
+        """Commit where nobody waits on the attempts: a failure is logged and kept for ``_flush``."""
         try:
-            self._flush()
+            self._commit_attempts()
         except OutboxError as exc:
             # Those attempts are pending again and are sent again (same webhook-id).
             log.error("%s; the deliveries stay pending", exc)
+            self._deferred_error = exc
 
     def close(self) -> None:
-        self._flush_or_log()
+        self._flush_or_keep()
         self._open = False
         if self._checkpointer is not None:
             self._checkpointer.close()
@@ -410,7 +421,7 @@ class SqliteOutbox:
     def add(self, new: NewDelivery) -> bool:
         """Store one event, committed before returning; False if its id was already stored."""
         # The attempts' failed commit is theirs (they stay pending), not this event's...
-        self._flush_or_log()
+        self._flush_or_keep()
         if self._db.in_transaction:
             # ...unless it left a transaction open: the insert would not commit on its own.
             raise OutboxError(f"storing event {new.event_id}: the outbox is stuck in a transaction")
