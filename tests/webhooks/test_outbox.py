@@ -6,9 +6,11 @@ store has (SQLite's file, WAL and query plans) takes ``sqlite_outbox``.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,3 +299,105 @@ def test_in_memory_outbox_works_without_a_file() -> None:
         assert _due_ids(box) == ["e1"]
     finally:
         box.close()
+
+
+def _committed_statuses(path: str) -> dict[str, str]:
+    """What another connection sees: only committed rows."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT event_id, status FROM deliveries").fetchall())
+    finally:
+        db.close()
+
+
+async def test_attempts_of_one_loop_turn_share_a_commit_made_before_anything_is_claimed(
+    sqlite_outbox: SqliteOutbox,
+) -> None:
+    for event_id, session in (("a1", "s1"), ("a2", "s1"), ("b1", "s2"), ("c1", "s3")):
+        sqlite_outbox.add(_new(event_id, session=session))
+    heads = sqlite_outbox.due("a", 1000.0, 10)
+    assert [d.event_id for d in heads] == ["a1", "b1", "c1"]
+    statements: list[str] = []
+    sqlite_outbox._db.set_trace_callback(statements.append)
+    for head in heads:
+        sqlite_outbox.record_attempt(head.seq, _attempt(Outcome.DELIVERED), last_error="")
+    assert _committed_statuses(sqlite_outbox.path)["a1"] == "pending"  # not yet: the turn goes on
+    # The next head of s1 is claimable only once a1's outcome is committed.
+    assert _due_ids(sqlite_outbox) == ["a2"]
+    assert _committed_statuses(sqlite_outbox.path) == {
+        "a1": "delivered",
+        "a2": "pending",
+        "b1": "delivered",
+        "c1": "delivered",
+    }
+    assert [s for s in statements if s.split()[0] in {"BEGIN", "COMMIT"}] == ["BEGIN IMMEDIATE", "COMMIT"]
+
+
+async def test_attempts_are_committed_by_the_end_of_the_loop_turn_without_another_call(
+    sqlite_outbox: SqliteOutbox,
+) -> None:
+    sqlite_outbox.add(_new("e1"))
+    (head,) = sqlite_outbox.due("a", 1000.0, 10)
+    sqlite_outbox.record_attempt(head.seq, _attempt(Outcome.DELIVERED), last_error="")
+    await asyncio.sleep(0)
+    assert _committed_statuses(sqlite_outbox.path) == {"e1": "delivered"}
+
+
+async def test_a_failing_attempt_record_undoes_only_itself_within_the_shared_commit(
+    sqlite_outbox: SqliteOutbox,
+) -> None:
+    sqlite_outbox.add(_new("e1", session="s1"))
+    sqlite_outbox.add(_new("e2", session="s2"))
+    first, second = sqlite_outbox.due("a", 1000.0, 10)
+    sqlite_outbox.record_attempt(first.seq, _attempt(Outcome.DELIVERED), last_error="")
+    with pytest.raises(ValueError, match="needs next_attempt_at"):
+        sqlite_outbox.record_attempt(second.seq, _attempt(Outcome.RETRY), last_error="")
+    with pytest.raises(OutboxError, match="not pending"):
+        sqlite_outbox.record_attempt(first.seq, _attempt(Outcome.DELIVERED, number=2), last_error="")
+    await asyncio.sleep(0)
+    assert _committed_statuses(sqlite_outbox.path) == {"e1": "delivered", "e2": "pending"}
+    record = sqlite_outbox.get("a", "e1")
+    assert record is not None
+    assert [a.attempt for a in record.attempts] == [1]
+    stored = sqlite_outbox.get("a", "e2")
+    assert stored is not None
+    assert stored.attempts == ()
+
+
+class _FailingCommit:
+    """The outbox's connection, with its next COMMIT failing as a full disk would."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.fail_next_commit = True
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.fail_next_commit:
+            self.fail_next_commit = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+async def test_a_failed_end_of_turn_commit_makes_the_next_claim_fail_then_the_attempt_is_pending_again(
+    sqlite_outbox: SqliteOutbox,
+) -> None:
+    sqlite_outbox.add(_new("e1"))
+    (head,) = sqlite_outbox.due("a", 1000.0, 10)
+    real = sqlite_outbox._db
+    sqlite_outbox._db = _FailingCommit(real)  # type: ignore[assignment]
+    try:
+        sqlite_outbox.record_attempt(head.seq, _attempt(Outcome.DELIVERED), last_error="")
+        await asyncio.sleep(0)  # the end of the turn: its commit fails
+        # The lane's claim sees the failure (and backs off) rather than resending at once...
+        with pytest.raises(OutboxError, match="disk is full"):
+            sqlite_outbox.due("a", 1000.0, 10)
+        # ...then finds the delivery pending again, with no attempt kept.
+        assert _due_ids(sqlite_outbox) == ["e1"]
+    finally:
+        sqlite_outbox._db = real
+    record = sqlite_outbox.get("a", "e1")
+    assert record is not None
+    assert record.attempts == ()

@@ -22,6 +22,17 @@ Why SQLite, and how:
   (application, session) only the lowest ``seq`` is the *head*, and only
   heads can be claimed. Finishing a head (delivered or failed) promotes the
   next one in the same transaction, so the invariant holds across crashes.
+* Attempts are group-committed: ``record_attempt`` writes inside a
+  transaction that stays open until the end of the event-loop turn, or until
+  the next other call on the outbox (``due`` above all), whichever comes
+  first. Attempts that end together (a lane of 16 draining a backlog) then
+  share one commit: about a third of the WAL pages and half the SQLite time
+  per attempt. Nothing is claimed, listed or counted before the attempts written
+  before it are committed, so the next event of a session is never sent
+  before its predecessor's outcome is durable, and a failed commit surfaces
+  from that call (the lane backs off); the attempts it held stay pending and
+  are sent again with the same webhook-id, as after a crash between a send
+  and its record.
 * An advisory lock on ``<path>.lock`` keeps a second process from opening
   the same file and delivering the same events twice; the kernel drops it
   when the owner dies, even by SIGKILL.
@@ -31,6 +42,8 @@ Times are unix seconds (REAL): they must mean the same after a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import logging
 import sqlite3
@@ -287,6 +300,9 @@ class SqliteOutbox:
         self._lock_file = self._lock(path)
         self._checkpointer: _Checkpointer | None = None
         self._commits = 0
+        self._flush_scheduled = False
+        self._open = True
+        self._deferred_error: OutboxError | None = None
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -340,6 +356,7 @@ class SqliteOutbox:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._flush()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -356,7 +373,43 @@ class SqliteOutbox:
             self._commits = 0
             self._checkpointer.request()
 
+    def _flush(self) -> None:
+        """Commit the attempts recorded so far, first raising, once, a failure of that commit
+        made at the end of a loop turn: the lane's claim then backs off instead of sending
+        those attempts again at once."""
+        if self._deferred_error is not None:
+            exc, self._deferred_error = self._deferred_error, None
+            raise exc
+        self._commit_attempts()
+
+    def _commit_attempts(self) -> None:
+        """See the module docstring; a no-op without recorded attempts."""
+        if not self._open or not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise OutboxError(f"committing recorded attempts: {exc}") from exc
+        self._committed()
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        self._flush_or_keep()
+
+    def _flush_or_keep(self) -> None:
+        """Commit where nobody waits on the attempts: a failure is logged and kept for ``_flush``."""
+        try:
+            self._commit_attempts()
+        except OutboxError as exc:
+            # Those attempts are pending again and are sent again (same webhook-id).
+            log.error("%s; the deliveries stay pending", exc)
+            self._deferred_error = exc
+
     def close(self) -> None:
+        self._flush_or_keep()
+        self._open = False
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
@@ -367,6 +420,11 @@ class SqliteOutbox:
 
     def add(self, new: NewDelivery) -> bool:
         """Store one event, committed before returning; False if its id was already stored."""
+        # The attempts' failed commit is theirs (they stay pending), not this event's...
+        self._flush_or_keep()
+        if self._db.in_transaction:
+            # ...unless it left a transaction open: the insert would not commit on its own.
+            raise OutboxError(f"storing event {new.event_id}: the outbox is stuck in a transaction")
         try:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO deliveries (event_id, event_type, app_id, session_id, body, status,"
@@ -396,8 +454,12 @@ class SqliteOutbox:
     def record_attempt(
         self, seq: int, attempt: AttemptRecord, *, next_attempt_at: float | None = None, last_error: str
     ) -> None:
-        """Log an attempt and apply its outcome in one transaction."""
-        with self._transaction() as db:
+        """Log an attempt and apply its outcome, atomically; committed by the end of the loop turn.
+
+        Within the loop turn's open transaction each attempt is a savepoint, so
+        one that fails (a delivery no longer pending) undoes only itself.
+        """
+        with self._attempt_savepoint() as db:
             db.execute(
                 "INSERT INTO attempts (delivery_seq, attempt, started_at, url, status_code, error,"
                 " latency_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -434,6 +496,37 @@ class SqliteOutbox:
                     last_error,
                     attempt.status_code,
                 )
+
+    @contextmanager
+    def _attempt_savepoint(self) -> Iterator[sqlite3.Connection]:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            # No loop turn to end (a script, a test): a transaction of its own.
+            with self._transaction() as db:
+                yield db
+            return
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("SAVEPOINT attempt")
+        try:
+            yield self._db
+        except BaseException:
+            try:
+                self._db.execute("ROLLBACK TO attempt")
+                self._db.execute("RELEASE attempt")
+            except sqlite3.Error:
+                # The failure ended the whole transaction: the batch is pending again.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            raise
+        finally:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush_soon)
+        self._db.execute("RELEASE attempt")
 
     def fail_pending(self, app_id: str, reason: str, now: float) -> int:
         """Fail every pending delivery of an application without an attempt (it lost its URL)."""
@@ -508,6 +601,7 @@ class SqliteOutbox:
 
     def due(self, app_id: str, now: float, limit: int, exclude: Collection[int] = ()) -> list[DueDelivery]:
         """Session heads of one application due by ``now``, earliest first."""
+        self._flush()
         rows = self._db.execute(
             "SELECT seq, event_id, app_id, session_id, body, next_attempt_at, round_started_at,"  # noqa: S608
             " round_attempts, attempts FROM deliveries INDEXED BY deliveries_due"
@@ -519,6 +613,7 @@ class SqliteOutbox:
 
     def next_due(self, app_id: str, exclude: Collection[int] = ()) -> float | None:
         """When the earliest head of one application (not in ``exclude``) is due."""
+        self._flush()
         row = self._db.execute(
             "SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_due"  # noqa: S608
             " WHERE app_id = ? AND status = 'pending' AND head = 1"
@@ -528,16 +623,19 @@ class SqliteOutbox:
         return None if row is None else float(row[0])
 
     def pending_count(self) -> int:
+        self._flush()
         return int(self._db.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0])
 
     def oldest_pending_since(self) -> float | None:
         """When the oldest pending delivery's round began (its creation or redelivery)."""
+        self._flush()
         row = self._db.execute(
             "SELECT min(round_started_at) FROM deliveries WHERE status = 'pending'"
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
     def pending_apps(self) -> set[str]:
+        self._flush()
         rows = self._db.execute("SELECT DISTINCT app_id FROM deliveries WHERE status = 'pending'")
         return {row[0] for row in rows}
 
@@ -545,6 +643,7 @@ class SqliteOutbox:
 
     def get(self, app_id: str, event_id: str) -> DeliveryRecord | None:
         """One delivery of one application, with its body and attempts."""
+        self._flush()
         row = self._db.execute(
             f"SELECT {_DETAIL_COLUMNS}, body FROM deliveries WHERE app_id = ? AND event_id = ?",  # noqa: S608
             (app_id, event_id),
@@ -571,6 +670,7 @@ class SqliteOutbox:
         self, app_id: str, status: DeliveryStatus, limit: int, before_seq: int | None = None
     ) -> Sequence[DeliveryRecord]:
         """Deliveries of one application in one status, newest first."""
+        self._flush()
         rows = self._db.execute(
             f"SELECT {_DETAIL_COLUMNS} FROM deliveries INDEXED BY deliveries_listing"  # noqa: S608
             " WHERE app_id = ? AND status = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
