@@ -18,8 +18,6 @@ from tests.redis_server import RedisServer
 from tests.rest.conftest import JSON_HEADERS, Reply, RestClient
 from tests.rest.test_rest_commands import assert_envelope
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 async def two_replicas(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[list[ReplicaProcess]]:

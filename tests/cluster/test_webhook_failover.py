@@ -14,7 +14,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import grpc
-import pytest
 import redis.asyncio as aredis
 from aiohttp import web
 
@@ -27,8 +26,6 @@ from tests.cluster.replicas import ReplicaProcess, replica_group, retry_grpc
 from tests.conftest import DEMO_AUTH
 from tests.redis_server import RedisServer
 from tests.webhooks.conftest import Received, Receiver, eventually
-
-pytestmark = pytest.mark.slow
 
 
 class Flaky:
