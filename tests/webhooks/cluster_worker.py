@@ -13,14 +13,13 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import signal
 import sys
 
 from callcontrol.config import ClusterConfig, GatewayConfig
 from callcontrol.webhooks import WebhookService
 
 from .conftest import FAST_RETRY, SECRET_A, app, hook_config
-from .crash_worker import APP_ID, _event, event_ids
+from .crash_worker import APP_ID, add_emit_arguments, serve
 
 # Short, for test time; generous enough that a loaded machine does not starve a lease away.
 HEARTBEAT_MS, EXPIRY_MS = 250, 1500
@@ -42,29 +41,17 @@ async def main() -> None:
     parser.add_argument("--redis", required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--replica", required=True)
-    parser.add_argument("--emit", action="store_true")
-    parser.add_argument("--sessions", type=int, default=40)
-    parser.add_argument("--per-session", type=int, default=5)
+    add_emit_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-
     service = WebhookService(cluster_config(args.redis, args.url, args.replica), retry=FAST_RETRY)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    runner = asyncio.create_task(service.run())
-    while APP_ID not in service.delivering_apps:  # noqa: ASYNC110 - a property, no event to await
-        await asyncio.sleep(0.01)
-    print("holding", flush=True)
-    if args.emit:
-        ids = event_ids(args.sessions, args.per_session)
-        for n in range(args.per_session):
-            for s in range(args.sessions):
-                service.emit(_event(s, n, args.per_session, ids[s][n]))
-        print("emitted", flush=True)
-    await stop.wait()
-    await service.shutdown(grace=1.0)
-    await runner
-    service.close()
+
+    async def holding() -> None:
+        while APP_ID not in service.delivering_apps:  # noqa: ASYNC110 - a property, no event to await
+            await asyncio.sleep(0.01)
+        print("holding", flush=True)
+
+    await serve(service, args, holding)
 
 
 if __name__ == "__main__":

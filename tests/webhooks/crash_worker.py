@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 
 from callcontrol.events import LifecycleEvent
 from callcontrol.webhooks import WebhookService
@@ -41,23 +42,21 @@ def _event(session: int, n: int, per_session: int, event_id: str) -> LifecycleEv
     return answered(APP_ID, sid, event_id=event_id)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--outbox", required=True)
-    parser.add_argument("--url", required=True)
+def add_emit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--emit", action="store_true")
     parser.add_argument("--sessions", type=int, default=40)
     parser.add_argument("--per-session", type=int, default=5)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 
-    config = hook_config(
-        app(APP_ID, args.url, SECRET_A), outbox_path=args.outbox, request_timeout_s=30, concurrency=4
-    )
-    service = WebhookService(config, retry=FAST_RETRY)
+
+async def serve(
+    service: WebhookService, args: argparse.Namespace, ready: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Deliver until SIGTERM; once ``ready`` (if any) returns, emit the events ``--emit`` asks for."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     runner = asyncio.create_task(service.run())
+    if ready is not None:
+        await ready()
     if args.emit:
         ids = event_ids(args.sessions, args.per_session)
         for n in range(args.per_session):
@@ -68,6 +67,20 @@ async def main() -> None:
     await service.shutdown(grace=1.0)
     await runner
     service.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--outbox", required=True)
+    parser.add_argument("--url", required=True)
+    add_emit_arguments(parser)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+
+    config = hook_config(
+        app(APP_ID, args.url, SECRET_A), outbox_path=args.outbox, request_timeout_s=30, concurrency=4
+    )
+    await serve(WebhookService(config, retry=FAST_RETRY), args)
 
 
 if __name__ == "__main__":
