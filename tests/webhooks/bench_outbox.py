@@ -37,14 +37,10 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-async def emit_latency(directory: Path, count: int, durable_sync: bool, burst: int) -> None:
+async def _emits(service: WebhookService, count: int, burst: int, label: str) -> None:
     """``burst`` events back to back, then 10 ms for the loop (and the checkpoint thread)."""
-    path = directory / f"emit-{durable_sync}-{burst}.db"
-    cfg = hook_config(app("bench", "http://127.0.0.1:9/none"), outbox_path=str(path))
-    service = WebhookService(cfg, durable_sync=durable_sync)
-    events = _events(count, "bench", 4)
     samples = []
-    for i, event in enumerate(events):
+    for i, event in enumerate(_events(count, "bench", 4)):
         if i % burst == 0:
             await asyncio.sleep(0.01)
         start = time.perf_counter()
@@ -53,19 +49,16 @@ async def emit_latency(directory: Path, count: int, durable_sync: bool, burst: i
     service.close()
     samples.sort()
     print(
-        f"emit {'FULL  ' if durable_sync else 'NORMAL'} x{count} in bursts of {burst}: "
+        f"emit {label} x{count} in bursts of {burst}: "
         f"p50 {_quantile(samples, 0.5) * 1e6:.0f} us, p99 {_quantile(samples, 0.99) * 1e6:.0f} us, "
         f"p99.9 {_quantile(samples, 0.999) * 1e6:.0f} us, max {samples[-1] * 1e6:.0f} us, "
         f"mean {statistics.fmean(samples) * 1e6:.0f} us"
     )
 
 
-async def throughput(directory: Path, count: int, concurrency: int, per_session: int) -> None:
-    receiver = Receiver()
-    await receiver.start()
-    path = directory / f"tp-{concurrency}-{per_session}.db"
-    cfg = hook_config(app("bench", receiver.url), outbox_path=str(path), concurrency=concurrency)
-    service = WebhookService(cfg)
+async def _deliveries(
+    service: WebhookService, receiver: Receiver, count: int, per_session: int, label: str
+) -> None:
     task = asyncio.create_task(service.run())
     start = time.perf_counter()
     for event in _events(count, "bench", per_session):
@@ -77,9 +70,24 @@ async def throughput(directory: Path, count: int, concurrency: int, per_session:
     service.close()
     await receiver.stop()
     print(
-        f"deliver x{count}, concurrency {concurrency}, {per_session} events/session: "
+        f"deliver {label}x{count}, {per_session} events/session: "
         f"{elapsed:.2f} s, {count / elapsed:.0f} webhooks/s (receiver in the same process)"
     )
+
+
+async def emit_latency(directory: Path, count: int, durable_sync: bool, burst: int) -> None:
+    path = directory / f"emit-{durable_sync}-{burst}.db"
+    cfg = hook_config(app("bench", "http://127.0.0.1:9/none"), outbox_path=str(path))
+    service = WebhookService(cfg, durable_sync=durable_sync)
+    await _emits(service, count, burst, "FULL  " if durable_sync else "NORMAL")
+
+
+async def throughput(directory: Path, count: int, concurrency: int, per_session: int) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    path = directory / f"tp-{concurrency}-{per_session}.db"
+    cfg = hook_config(app("bench", receiver.url), outbox_path=str(path), concurrency=concurrency)
+    await _deliveries(WebhookService(cfg), receiver, count, per_session, f"concurrency {concurrency} ")
 
 
 def _on_redis(cfg: GatewayConfig, url: str) -> GatewayConfig:
@@ -91,21 +99,7 @@ async def redis_emit_latency(server: RedisServer, count: int, burst: int, fsync:
     server_cfg = _on_redis(hook_config(app("bench", "http://127.0.0.1:9/none")), server.url)
     service = WebhookService(server_cfg, redis_prefix=f"bench-{fsync}-{burst}:")
     service._outbox._redis.config_set("appendfsync", fsync)  # type: ignore[attr-defined]
-    samples = []
-    for i, event in enumerate(_events(count, "bench", 4)):
-        if i % burst == 0:
-            await asyncio.sleep(0.01)
-        start = time.perf_counter()
-        service.emit(event)
-        samples.append(time.perf_counter() - start)
-    service.close()
-    samples.sort()
-    print(
-        f"emit Redis appendfsync {fsync:8} x{count} in bursts of {burst}: "
-        f"p50 {_quantile(samples, 0.5) * 1e6:.0f} us, p99 {_quantile(samples, 0.99) * 1e6:.0f} us, "
-        f"p99.9 {_quantile(samples, 0.999) * 1e6:.0f} us, max {samples[-1] * 1e6:.0f} us, "
-        f"mean {statistics.fmean(samples) * 1e6:.0f} us"
-    )
+    await _emits(service, count, burst, f"Redis appendfsync {fsync:8}")
 
 
 async def redis_throughput(server: RedisServer, count: int, concurrency: int, per_session: int) -> None:
@@ -113,20 +107,7 @@ async def redis_throughput(server: RedisServer, count: int, concurrency: int, pe
     await receiver.start()
     cfg = _on_redis(hook_config(app("bench", receiver.url), concurrency=concurrency), server.url)
     service = WebhookService(cfg, redis_prefix=f"tp-{concurrency}-{per_session}:")
-    task = asyncio.create_task(service.run())
-    start = time.perf_counter()
-    for event in _events(count, "bench", per_session):
-        service.emit(event)
-    await receiver.wait_for_count(count, within=300)
-    elapsed = time.perf_counter() - start
-    await service.shutdown()
-    await task
-    service.close()
-    await receiver.stop()
-    print(
-        f"deliver via Redis x{count}, concurrency {concurrency}, {per_session} events/session: "
-        f"{elapsed:.2f} s, {count / elapsed:.0f} webhooks/s (receiver in the same process)"
-    )
+    await _deliveries(service, receiver, count, per_session, f"via Redis, concurrency {concurrency} ")
 
 
 async def redis_main(directory: Path, count: int) -> None:
