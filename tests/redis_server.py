@@ -36,6 +36,12 @@ class RedisServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        """redis-server's own pid (the wrapper execs it), for CPU readings."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 

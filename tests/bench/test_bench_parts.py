@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from benchmarks import procstat, run, worker
 from callcontrol.config import GatewayConfig, load_file
@@ -61,3 +64,29 @@ def test_generated_config_passes_the_gateways_strict_loader(tmp_path: Path) -> N
     assert app.webhook_secrets
     # The outbox is a file (durable, as in production), inside the run directory.
     assert Path(cfg.webhooks.outbox_path).parent == tmp_path
+
+
+def test_replica_configs_share_the_esl_port_and_the_application(tmp_path: Path) -> None:
+    profile = run.PROFILES["smoke"]
+    url = "redis://127.0.0.1:6379/0"
+    first = run.write_config(tmp_path, "http://127.0.0.1:9/hooks", "c-1", profile, redis_url=url)
+    second = run.write_config(tmp_path, "http://127.0.0.1:9/hooks", "c-2", profile, redis_url=url, like=first)
+    one, two = (load_file(s.config_path, GatewayConfig(simulator=False)) for s in (first, second))
+    assert one.cluster.redis_url == two.cluster.redis_url == url
+    assert one.cluster.replica_id != two.cluster.replica_id
+    assert str(one.esl.listen) == str(two.esl.listen) == first.esl  # SO_REUSEPORT in cluster mode
+    assert one.grpc_listen != two.grpc_listen
+    assert one.metrics_listen != two.metrics_listen
+    # Every replica needs the same application: key and webhook secret.
+    assert one.applications == two.applications
+    # The single gateway stays without Redis.
+    plain = run.write_config(tmp_path, "http://127.0.0.1:9/hooks", "p", profile)
+    assert not load_file(plain.config_path, GatewayConfig(simulator=False)).cluster.enabled
+
+
+def test_phases_option_keeps_the_run_order_and_refuses_unknown_names() -> None:
+    assert run._phases("cluster, lifecycle") == ("lifecycle", "cluster")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown phase"):
+        run._phases("cluster,nonsense")
+    with pytest.raises(argparse.ArgumentTypeError, match="no phase"):
+        run._phases(" , ")
