@@ -172,7 +172,7 @@ def _cpu(cpu: dict[str, float | None]) -> str:
 
 
 def _lifecycle_table(steps: list[Json], cluster: bool = False) -> str:
-    headers = ["calls/s", "complete", "lag p50 ms", "lag p99 ms", "CPU ms/call"]
+    headers = ["calls/s", "complete", "lag p50 ms", "lag p99 ms", "emit ms (mean)", "CPU ms/call"]
     if cluster:
         headers += ["calls per replica", "forwarded", "webhooks sent by"]
     headers.append("verdict")
@@ -186,6 +186,7 @@ def _lifecycle_table(steps: list[Json], cluster: bool = False) -> str:
             f"{s['complete']}/{s['calls']}",
             _fmt(s["lag"]["p50_ms"], 1),
             _fmt(s["lag"]["p99_ms"], 1),
+            _fmt(s.get("emit_ms_mean"), 2),
             _cpu(s["cpu_ms"]),
         ]
         if cluster:
@@ -259,7 +260,8 @@ def table(result: Json) -> str:
         n = v["replicas"]
         out += [
             "",
-            f"Cluster, {n} replica{'s' if n > 1 else ''} on one redis-server (CPU ms per completed call):",
+            f"Cluster, {n} replica{'s' if n > 1 else ''} on one redis-server "
+            f"(appendfsync {result.get('redis_appendfsync', 'always')}; CPU ms per completed call):",
         ]
         if "skipped" in v:
             out.append(f"skipped: {v['skipped']}")
