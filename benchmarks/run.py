@@ -78,7 +78,7 @@ PROFILES = {
         path_seconds=3.0,
         path_rounds=2,
         pool=300,
-        rates=(10, 25, 50, 100, 200),
+        rates=(10, 15, 25, 50, 100, 200),
         step_seconds=2.0,
         memory_calls=(200, 1000),
         budget_s=225.0,
@@ -853,9 +853,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="scripts/bench", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="about 2 minutes, smaller numbers (a smoke test)"
-    )
+    parser.add_argument("--quick", action="store_true", help="at most about 4 minutes, smaller numbers")
     parser.add_argument("--profile", choices=sorted(PROFILES), help="full (default), quick, smoke")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results", help="where JSON and PNG go")
     parser.add_argument("--budget", type=float, help="seconds for the whole run (phases past it are skipped)")
