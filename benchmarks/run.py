@@ -64,7 +64,7 @@ class Profile:
     place_rate: float = 300.0  # calls/s when filling the pool or the memory phase...
     place_chunk: int = 100  # ...in chunks, each announced before the next
     # Close together at the low end, where cluster mode has its knee on the 2 shared cores.
-    rates: tuple[float, ...] = (10, 15, 20, 25, 35, 50, 70, 100, 140, 200, 300, 400, 600)
+    rates: tuple[float, ...] = (5, 10, 15, 20, 25, 35, 50, 70, 100, 140, 200, 300, 400, 600)
     step_seconds: float = 5.0  # each call rate of the lifecycle phase
     memory_calls: tuple[int, ...] = (1000, 10000)
     budget_s: float = 750.0  # the whole run; phases past it are skipped and say so
