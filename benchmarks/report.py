@@ -55,7 +55,8 @@ def cpu_per_call(steps: list[Json], side: tuple[str, ...]) -> str:
     cpu = step["cpu_ms"]
     mine = {k: v for k, v in cpu.items() if _gateway_side(k, side) and v}
     others = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in cpu.items() if not _gateway_side(k, side) and v)
-    parts = f"{', '.join(f'{k} {v:.2f}' for k, v in mine.items())}; " if len(mine) > 2 else ""
+    # A cluster's parts are listed (every replica, its Envoy, Redis); one gateway's are summed as before.
+    parts = f"{', '.join(f'{k} {v:.2f}' for k, v in mine.items())}; " if side == CLUSTER_SIDE else ""
     return f"{sum(mine.values()):.2f} ms at {step['rate']:g} calls/s ({parts}others: {others})"
 
 
