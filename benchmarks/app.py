@@ -3,7 +3,8 @@
 It records every webhook's arrival (lag = arrival - ``occurred_at``; both clocks
 are this machine's) and, when ``react`` is on, behaves like a real call-control
 application: ``call.initiated`` → Answer, ``call.answered`` → Hangup, over
-gRPC. A call is complete once all five of its webhooks arrived
+gRPC (round-robin over the replicas' addresses in a cluster, as a load balancer
+would: any replica answers any request). A call is complete once all five of its webhooks arrived
 (``call.initiated``, ``call.answered``, ``call.hangup`` and two
 ``command.result``). ``hold`` keeps every request waiting until ``release``,
 so the gateway builds a backlog. Signatures are not verified here: this is the
@@ -39,8 +40,9 @@ class Receiver:
         self.released.set()
         self.released_at = 0.0
         self._tick = asyncio.Event()
-        self.stub: commands_pb2_grpc.SessionCommandsAsyncStub | None = None
-        self.channel: grpc.aio.Channel | None = None
+        self.stubs: list[commands_pb2_grpc.SessionCommandsAsyncStub] = []
+        self.channels: list[grpc.aio.Channel] = []
+        self._next = 0
         self.metadata: tuple[tuple[str, str], ...] = ()
         self._tasks: set[asyncio.Task[None]] = set()
         self.reset()
@@ -53,6 +55,7 @@ class Receiver:
         self.call_times: list[float] = []
         self.complete = 0
         self.rpc_errors: dict[str, int] = {}
+        self.commands_sent = 0
         self.first_arrival: float | None = None
         self.last_arrival: float | None = None
 
@@ -82,7 +85,7 @@ class Receiver:
             self.complete += 1
             if session_id in self.started_at:
                 self.call_times.append(arrived - self.started_at[session_id])
-        if self.stub is not None:
+        if self.stubs:
             if kind == "call.initiated":
                 self._spawn(self._command("answer", session_id))
             elif kind == "call.answered":
@@ -97,16 +100,14 @@ class Receiver:
         task.add_done_callback(self._tasks.discard)
 
     async def _command(self, verb: str, session_id: str) -> None:
-        assert self.stub is not None
+        stub = self.stubs[self._next % len(self.stubs)]
+        self._next += 1
+        self.commands_sent += 1
         try:
             if verb == "answer":
-                await self.stub.Answer(
-                    commands_pb2.AnswerRequest(session_id=session_id), metadata=self.metadata
-                )
+                await stub.Answer(commands_pb2.AnswerRequest(session_id=session_id), metadata=self.metadata)
             else:
-                await self.stub.Hangup(
-                    commands_pb2.HangupRequest(session_id=session_id), metadata=self.metadata
-                )
+                await stub.Hangup(commands_pb2.HangupRequest(session_id=session_id), metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
             key = f"{verb} {exc.code().name}"
             self.rpc_errors[key] = self.rpc_errors.get(key, 0) + 1
@@ -149,6 +150,7 @@ async def stats(args: Json) -> Json:
         "call_time": worker.percentiles(rx.call_times),
         "complete_calls": rx.complete,
         "rpc_errors": rx.rpc_errors,
+        "commands_sent": rx.commands_sent,
         "duplicates": rx.duplicates,
         "first_arrival": rx.first_arrival,
         "last_arrival": rx.last_arrival,
@@ -194,14 +196,17 @@ async def release(args: Json) -> Json:
 
 
 async def react(args: Json) -> Json:
-    """Drive calls (answer on call.initiated, hang up on call.answered) or stop doing so."""
+    """Drive calls (answer on call.initiated, hang up on call.answered) or stop doing so.
+
+    ``addresses``: the gateway's gRPC address, or every replica's (used in turn).
+    """
     rx = _rx()
-    if rx.channel is not None:
-        await rx.channel.close()
-        rx.channel, rx.stub = None, None
-    if args.get("address"):
-        rx.channel = grpc.aio.insecure_channel(str(args["address"]))
-        rx.stub = commands_pb2_grpc.SessionCommandsStub(rx.channel)
+    for channel in rx.channels:
+        await channel.close()
+    rx.channels, rx.stubs = [], []
+    if args.get("addresses"):
+        rx.channels = [grpc.aio.insecure_channel(str(a)) for a in args["addresses"]]
+        rx.stubs = [commands_pb2_grpc.SessionCommandsStub(c) for c in rx.channels]
         rx.metadata = (("x-app-id", str(args["app_id"])), ("x-api-key", str(args["api_key"])))
     return {}
 

@@ -30,10 +30,17 @@ def _free_port() -> int:
 class RedisServer:
     """Start, stop (gracefully or with SIGKILL) and restart one redis-server."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, appendfsync: str = "always") -> None:
         self.directory = directory
         self.port = port or _free_port()
+        self.appendfsync = appendfsync  # "everysec": for measuring what the fsync costs
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """redis-server's own pid (the wrapper execs it), for CPU readings."""
+        assert self._proc is not None
+        return self._proc.pid
 
     @property
     def url(self) -> str:
@@ -52,7 +59,7 @@ class RedisServer:
                 "--port", str(self.port),
                 "--dir", str(self.directory),
                 "--appendonly", "yes",
-                "--appendfsync", "always",
+                "--appendfsync", self.appendfsync,
                 "--save", "",
                 "--protected-mode", "yes",
             ],

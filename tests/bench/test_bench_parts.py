@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks import procstat, run, worker
+import pytest
+
+from benchmarks import procstat, report, run, worker
 from callcontrol.config import GatewayConfig, load_file
 
 
@@ -61,3 +64,71 @@ def test_generated_config_passes_the_gateways_strict_loader(tmp_path: Path) -> N
     assert app.webhook_secrets
     # The outbox is a file (durable, as in production), inside the run directory.
     assert Path(cfg.webhooks.outbox_path).parent == tmp_path
+
+
+def test_replica_configs_share_the_esl_port_and_the_application(tmp_path: Path) -> None:
+    profile = run.PROFILES["smoke"]
+    url = "redis://127.0.0.1:6379/0"
+    first = run.write_config(tmp_path, "http://127.0.0.1:9/hooks", "c-1", profile, redis_url=url)
+    second = run.write_config(tmp_path, "http://127.0.0.1:9/hooks", "c-2", profile, redis_url=url, like=first)
+    one, two = (load_file(s.config_path, GatewayConfig(simulator=False)) for s in (first, second))
+    assert one.cluster.redis_url == two.cluster.redis_url == url
+    assert one.cluster.replica_id != two.cluster.replica_id
+    assert str(one.esl.listen) == str(two.esl.listen) == first.esl  # SO_REUSEPORT in cluster mode
+    assert one.grpc_listen != two.grpc_listen
+    assert one.metrics_listen != two.metrics_listen
+    # Every replica needs the same application: key and webhook secret.
+    assert one.applications == two.applications
+    # The single gateway stays without Redis.
+    plain = run.write_config(tmp_path, "http://127.0.0.1:9/hooks", "p", profile)
+    assert not load_file(plain.config_path, GatewayConfig(simulator=False)).cluster.enabled
+
+
+def test_phases_option_keeps_the_run_order_and_refuses_unknown_names() -> None:
+    assert run._phases("cluster, lifecycle") == ("lifecycle", "cluster")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown phase"):
+        run._phases("cluster,nonsense")
+    with pytest.raises(argparse.ArgumentTypeError, match="no phase"):
+        run._phases(" , ")
+
+
+def test_cluster_summary_sums_and_lists_every_replica_and_redis() -> None:
+    def step(rate: float, ok: bool, cpu: dict[str, float]) -> dict[str, object]:
+        return {
+            "rate": rate,
+            "calls": 10,
+            "complete": 10,
+            "ok": ok,
+            "why_not": [] if ok else ["webhook lag p99 80 ms >= 50"],
+            "lag": {"p50_ms": 5.0, "p99_ms": 20.0 if ok else 80.0},
+            "cpu_ms": cpu,
+        }
+
+    cpu = {
+        "replica-1": 20.0,
+        "envoy-1": 0.5,
+        "replica-2": 10.0,
+        "envoy-2": 0.5,
+        "redis": 6.0,
+        "simulator": 8.0,
+    }
+    variant = {
+        "replicas": 2,
+        "lag_limit_ms": 50.0,
+        "steps": [step(10, True, cpu), step(20, False, cpu), step(20, False, cpu)],
+        "sustained_calls_per_s": 10,
+        "knee_rate": 20,
+    }
+    one = {**variant, "replicas": 1, "steps": [step(10, True, {"replica-1": 25.0, "redis": 6.0, "app": 5.0})]}
+    skipped = {"replicas": 2, "skipped": "time budget"}
+    rows = report.summary({"cluster": {"variants": [variant, one, skipped]}})
+    texts = [r["measured"] for r in rows]
+    assert texts[0].startswith("10 (knee at 20: webhook lag p99 80 ms >= 50)")
+    assert "p99 20.0 ms there" in texts[0]
+    # The gateway side is every replica, its Envoy and Redis; the simulator is listed apart.
+    assert texts[1].startswith("37.00 ms at 20 calls/s")
+    assert "replica-1 20.00, envoy-1 0.50, replica-2 10.00, envoy-2 0.50, redis 6.00" in texts[1]
+    assert "others: simulator 8.00" in texts[1]
+    # One replica too: its parts listed, not only summed.
+    assert texts[3] == "31.00 ms at 10 calls/s (replica-1 25.00, redis 6.00; others: app 5.00)"
+    assert texts[4] == "skipped: time budget"

@@ -26,7 +26,7 @@ def test_smoke_run_writes_every_section(tmp_path: Path) -> None:
         env=child_env(),
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -36,9 +36,17 @@ def test_smoke_run_writes_every_section(tmp_path: Path) -> None:
     result = json.loads(json_path.read_text())
     profile = run.PROFILES["smoke"]
 
-    assert {"profile", "machine", "idle", "paths", "lifecycle", "memory", "webhooks", "summary"} <= set(
-        result
-    )
+    assert {
+        "profile",
+        "machine",
+        "idle",
+        "paths",
+        "lifecycle",
+        "memory",
+        "webhooks",
+        "cluster",
+        "summary",
+    } <= set(result)
     assert result["machine"]["cores"] >= 1
     assert {"gateway", "envoy", "simulator", "app", "loadgen", "echo"} <= set(result["idle"]["cpu_ms_per_s"])
 
@@ -71,5 +79,29 @@ def test_smoke_run_writes_every_section(tmp_path: Path) -> None:
     assert hooks["all_delivered"]
     assert hooks["events_per_s"] > 0
 
-    assert len(result["summary"]) == 6
+    # Cluster mode, 1 then 2 replicas on a real redis-server: every call completed, and the
+    # kernel spread the calls over both replicas sharing the ESL port.
+    variants = result["cluster"]["variants"]
+    assert [v["replicas"] for v in variants] == [1, 2], variants
+    for variant in variants:
+        replicas = [f"replica-{i}" for i in range(1, variant["replicas"] + 1)]
+        assert variant["steps"], variant
+        for step in variant["steps"]:
+            assert step["complete"] == step["calls"], step
+            assert step["webhooks"] == 5 * step["calls"]
+            assert step["rpc_errors"] == {}
+            assert step["commands_sent"] == 2 * step["calls"]
+            assert list(step["calls_by_replica"]) == replicas
+            assert sum(step["calls_by_replica"].values()) == step["calls"], step
+            assert sum(step["webhook_attempts_by_replica"].values()) >= step["webhooks"]
+            assert all(step["cpu_ms"][name] is not None for name in (*replicas, "redis", "simulator"))
+    one, two = (v["steps"] for v in variants)
+    assert all(step["commands_forwarded"] == 0 for step in one)
+    for name in ("replica-1", "replica-2"):
+        assert sum(step["calls_by_replica"][name] for step in two) > 0, two
+    # Commands go to the replicas in turn: some reach the one not holding the call.
+    assert sum(step["commands_forwarded"] for step in two) > 0, two
+
+    assert len(result["summary"]) == 6 + 2 * 2
+    assert "cluster, 2 replicas + Redis" in done.stdout
     assert "| what | measured | target |" in done.stdout
