@@ -58,7 +58,7 @@ async def _emits(service: WebhookService, count: int, burst: int, label: str) ->
         f"p50 {_quantile(samples, 0.5) * 1e6:.0f} us, p99 {_quantile(samples, 0.99) * 1e6:.0f} us, "
         f"p99.9 {_quantile(samples, 0.999) * 1e6:.0f} us, max {samples[-1] * 1e6:.0f} us, "
         f"mean {statistics.fmean(samples) * 1e6:.0f} us; per event: CPU {cpu / count * 1e6:.0f} us "
-        f"(loop thread {loop_cpu / count * 1e6:.0f} us); {count / wall:.0f} events/s until the last was stored"
+        f"(loop thread {loop_cpu / count * 1e6:.0f} us); {count / wall:.0f} events/s until the last stored"
     )
 
 
