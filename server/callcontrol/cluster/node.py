@@ -18,6 +18,7 @@ import base64
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -69,6 +70,7 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         #: Redis answered the last heartbeat
         self.store_ok = True
+        self._refreshed_at = 0.0  # when the live directory entries of held calls were last refreshed
 
     def rate_limiter(self, per_s: int, groups: Mapping[str, str]) -> ClusterRateLimiter:
         """Limits counted in Redis, across the replicas."""
@@ -81,6 +83,7 @@ class ClusterNode:
         await checked(self.membership.beat(address))
         self._forwarder.secret = await checked(self._shared_secret())
         log.info("cluster replica %s registered at %s", self.replica_id, address)
+        self._refreshed_at = time.monotonic()
         self._tasks = [asyncio.create_task(self._heartbeat(), name="cluster-heartbeat")]
 
     async def _shared_secret(self) -> str:
@@ -128,11 +131,38 @@ class ClusterNode:
             if not self.store_ok:
                 recorded = await self._rerecord()
                 self.store_ok = True
+                self._refreshed_at = time.monotonic()
                 log.warning(
                     "cluster store (Redis) is back: replica %s registered again, %d held calls re-recorded",
                     self.replica_id,
                     recorded,
                 )
+            elif time.monotonic() - self._refreshed_at >= self._refresh_every:
+                await self._refresh()
+
+    @property
+    def _refresh_every(self) -> float:
+        # Several refreshes per TTL: one lost to a short outage leaves the entries standing.
+        return self.directory.live_ttl_s / 4
+
+    async def _refresh(self) -> None:
+        """Keep the directory entries of the calls held here from expiring, however long they last."""
+        held = [s.session_id for s in self._held()]
+        try:
+            await self.directory.refresh(self.replica_id, held)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "directory entries of held calls not refreshed (next heartbeat): %s", type(exc).__name__
+            )
+            return
+        self._refreshed_at = time.monotonic()
+
+    def _held(self) -> list[Session]:
+        return [
+            s
+            for app in self._config.applications
+            for s in self._control.sessions.page(app.app_id, _ALL, "")[0]
+        ]
 
     async def _rerecord(self) -> int:
         """Record every call held here again (Redis may have lost writes while it was away)."""
