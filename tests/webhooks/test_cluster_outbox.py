@@ -502,3 +502,48 @@ async def test_events_of_one_loop_turn_share_a_round_trip_and_keep_their_order(
     finally:
         service.close()
         probe.close()
+
+
+async def test_an_attempt_is_recorded_off_the_loop_and_its_delivery_not_claimed_until_redis_has_it(
+    redis_server: RedisServer,
+) -> None:
+    token = {"value": "holder/1"}
+    outbox = RedisOutbox(redis_server.url, timeout_s=1.0, lease_token=lambda app_id: token["value"])
+    recorded: list[str] = []
+    outbox.set_recorded_callback(recorded.append)
+    assert redis_server._proc is not None
+    pid = redis_server._proc.pid
+    try:
+        outbox._redis.set(f"{outbox.prefix}lease:{APP_ID}", "holder/1")
+        assert outbox.add(_new("first"))
+        assert outbox.add(_new("second"))  # same session: due only once the first is finished
+        (head,) = outbox.due(APP_ID, 1000.0, 10)
+        delivered = AttemptRecord(1, 200.0, "http://r", 204, "", 1.0, Outcome.DELIVERED)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            outbox.record_attempt(head.seq, delivered, last_error="")  # returns while Redis is paused
+            for _ in range(3):
+                await asyncio.sleep(0.01)  # the loop goes on turning
+            assert recorded == []
+            # Not claimable again before Redis has the outcome (here: not even asked).
+            assert outbox._excluded(APP_ID, ()) == [head.seq]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await outbox.flush()
+        assert recorded == [APP_ID]
+        record = outbox.get(APP_ID, "first")
+        assert record is not None
+        assert (record.status, len(record.attempts)) == (DeliveryStatus.DELIVERED, 1)
+        (nxt,) = outbox.due(APP_ID, 1000.0, 10)
+        assert nxt.event_id == "second"
+
+        # A record Redis refuses (the lease moved on) fails the lane's next claim, once.
+        token["value"] = "stale/1"
+        outbox.record_attempt(nxt.seq, dataclasses.replace(delivered, attempt=1), last_error="")
+        await outbox.flush()
+        with pytest.raises(OutboxError, match="no longer holds the lease"):
+            outbox.due(APP_ID, 1000.0, 10)
+        token["value"] = "holder/1"
+        assert [d.event_id for d in outbox.due(APP_ID, 1000.0, 10)] == ["second"]  # still pending
+    finally:
+        outbox.close()

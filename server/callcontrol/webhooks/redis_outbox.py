@@ -59,6 +59,7 @@ from typing import Any, Final, TypeAlias
 
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from callcontrol.webhooks.outbox import (
@@ -83,6 +84,8 @@ _BATCH_MAX: Final = 256
 #: What a queued event comes to: True stored, False stored already (same id), or why not.
 AddResult: TypeAlias = "bool | OutboxError"
 Done: TypeAlias = Callable[[AddResult], None]
+#: The writer's report of one script call: its reply, or the OutboxError.
+Reply: TypeAlias = Callable[[Any], None]
 
 # Shared Lua: the key of a session's pending set, and the padded due member.
 _LUA_HELPERS = """
@@ -355,22 +358,30 @@ def _add_args(prefix: str, new: NewDelivery) -> list[Any]:
 
 
 class _Queued:
-    __slots__ = ("done", "loop", "new")
+    """One script call for the writer; ``done`` gets its reply (or the OutboxError) on ``loop``."""
 
-    def __init__(self, new: NewDelivery | None, done: Done, loop: asyncio.AbstractEventLoop) -> None:
-        self.new = new  # None: a marker, done once everything queued before it is
+    __slots__ = ("args", "done", "loop", "script", "what")
+
+    def __init__(
+        self,
+        script: Script | None,
+        args: list[Any],
+        what: str,
+        done: Reply,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.script = script  # None: a marker, done once everything queued before it is
+        self.args = args
+        self.what = what
         self.done = done
         self.loop = loop
 
 
 class _Writer:
-    """One thread and one connection storing queued events in pipelines, first in first out."""
+    """One thread and one connection running queued script calls in pipelines, first in first out."""
 
-    def __init__(self, client: redis.Redis, prefix: str, script: str, sha: str, gate: _Gate) -> None:
+    def __init__(self, client: redis.Redis, gate: _Gate) -> None:
         self._redis = client
-        self._prefix = prefix
-        self._script = script
-        self._sha = sha
         self._gate = gate
         self._queue: deque[_Queued] = deque()
         self._wanted = threading.Condition()
@@ -388,7 +399,7 @@ class _Writer:
             self._wanted.notify()
 
     def close(self, timeout_s: float) -> None:
-        """Store what is queued (each batch bounded by the timeouts), then stop."""
+        """Run what is queued (each batch bounded by the timeouts), then stop."""
         with self._wanted:
             self._closing = True
             self._wanted.notify()
@@ -404,60 +415,62 @@ class _Writer:
                 if not self._queue:
                     return
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH_MAX))]
-            events = [item.new for item in batch if item.new is not None]
-            results: list[AddResult]
+            calls = [item for item in batch if item.script is not None]
+            replies: list[Any]
             try:
-                results = self._store(events) if events else []
+                replies = self._send(calls) if calls else []
             except OutboxError as exc:
-                results = [exc] * len(events)
-            except Exception as exc:  # noqa: BLE001 - the thread must go on; the events are reported lost
-                results = [OutboxError(f"storing events: {type(exc).__name__}: {exc}")] * len(events)
-            self._report(batch, iter(results))
+                replies = [OutboxError(f"{item.what}: {exc}") for item in calls]
+            except Exception as exc:  # noqa: BLE001 - the thread must go on; the calls are reported failed
+                replies = [OutboxError(f"{item.what}: {type(exc).__name__}: {exc}") for item in calls]
+            self._report(batch, iter(replies))
 
-    def _store(self, events: list[NewDelivery]) -> list[AddResult]:
-        what = f"storing event {events[0].event_id}" + (
-            f" and {len(events) - 1} more" if len(events) > 1 else ""
-        )
-        results: list[AddResult] = [OutboxError(f"{what}: no reply")] * len(events)
-        todo = list(range(len(events)))
-        for _ in range(2):  # again only for the scripts Redis had not loaded (a restart, SCRIPT FLUSH)
+    def _send(self, calls: list[_Queued]) -> list[Any]:
+        """One round trip (two if Redis had lost its scripts: a restart, SCRIPT FLUSH)."""
+        replies: list[Any] = [OutboxError(f"{item.what}: no reply") for item in calls]
+        todo = list(range(len(calls)))
+        for _ in range(2):
             pipe = self._redis.pipeline(transaction=False)
             for i in todo:
-                pipe.evalsha(self._sha, 0, *_add_args(self._prefix, events[i]))
-            replies = self._gate.call(what, pipe.execute, raise_on_error=False)
+                script = calls[i].script
+                assert script is not None
+                pipe.evalsha(script.sha, 0, *calls[i].args)
+            got = self._gate.call("", pipe.execute, raise_on_error=False)
             missing = []
-            for i, reply in zip(todo, replies, strict=True):
+            for i, reply in zip(todo, got, strict=True):
                 if isinstance(reply, redis.exceptions.NoScriptError):
                     missing.append(i)
-                elif isinstance(reply, Exception):
-                    results[i] = OutboxError(f"storing event {events[i].event_id}: {reply}")
+                elif isinstance(reply, redis.RedisError):
+                    replies[i] = OutboxError(f"{calls[i].what}: {reply}")
                 else:
-                    results[i] = int(reply) > 0
+                    replies[i] = reply
             if not missing:
                 break
-            self._gate.call(what, self._redis.script_load, self._script)
+            lost = {id(s): s for s in (calls[i].script for i in missing) if s is not None}
+            for lost_script in lost.values():
+                self._gate.call("", self._redis.script_load, lost_script.script)
             todo = missing
-        return results
+        return replies
 
     @staticmethod
-    def _report(batch: list[_Queued], results: Any) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Done, AddResult]]] = {}
+    def _report(batch: list[_Queued], replies: Any) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Reply, Any]]] = {}
         for item in batch:
-            result: AddResult = next(results) if item.new is not None else True
-            by_loop.setdefault(item.loop, []).append((item.done, result))
+            reply = next(replies) if item.script is not None else None
+            by_loop.setdefault(item.loop, []).append((item.done, reply))
         for loop, outcomes in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_deliver, outcomes)
             except RuntimeError:
-                log.error("%d webhook events were stored but their loop is closed", len(outcomes))
+                log.error("%d Redis outbox results are lost: their event loop is closed", len(outcomes))
 
 
-def _deliver(outcomes: list[tuple[Done, AddResult]]) -> None:
-    for done, result in outcomes:
+def _deliver(outcomes: list[tuple[Reply, Any]]) -> None:
+    for done, reply in outcomes:
         try:
-            done(result)
+            done(reply)
         except Exception:
-            log.exception("reporting a stored webhook event failed")
+            log.exception("reporting a Redis outbox result failed")
 
 
 class _Gate:
@@ -469,17 +482,19 @@ class _Gate:
         self._down_until = 0.0
 
     def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``what`` starts the error's message (none: the caller names the calls itself)."""
+        said = f"{what}: " if what else ""
         if time.monotonic() < self._down_until:
-            raise OutboxError(f"{what}: Redis at {self.where} is unreachable (timed out just now)")
+            raise OutboxError(f"{said}Redis at {self.where} is unreachable (timed out just now)")
         try:
             return fn(*args, **kwargs)
         except redis.TimeoutError as exc:
             self._down_until = time.monotonic() + _COOL_OFF_S
-            raise OutboxError(f"{what}: Redis at {self.where} did not answer in time: {exc}") from exc
+            raise OutboxError(f"{said}Redis at {self.where} did not answer in time: {exc}") from exc
         except redis.ConnectionError as exc:
-            raise OutboxError(f"{what}: Redis at {self.where} is unreachable: {exc}") from exc
+            raise OutboxError(f"{said}Redis at {self.where} is unreachable: {exc}") from exc
         except redis.RedisError as exc:
-            raise OutboxError(f"{what}: {exc}") from exc
+            raise OutboxError(f"{said}{exc}") from exc
 
 
 class RedisOutbox:
@@ -516,7 +531,13 @@ class RedisOutbox:
         self._lease_token = lease_token if lease_token is not None else (lambda app_id: None)
         r = self._redis
         self._add = r.register_script(_ADD)
-        self._writer = _Writer(writer_client, prefix, _ADD, self._add.sha, _Gate(self._gate.where))
+        self._writer = _Writer(writer_client, _Gate(self._gate.where))
+        # Attempts recorded through the writer and not acknowledged yet (seq -> app): not
+        # claimed again meanwhile. Their failures, raised by the lane's next claim.
+        self._recording: dict[int, str] = {}
+        self._record_failures: dict[str, OutboxError] = {}
+        self._apps: dict[int, str] = {}  # seq -> app of the deliveries claimed (spares a read)
+        self._on_recorded: Callable[[str], None] = lambda app_id: None
         self._record = r.register_script(_RECORD)
         self._fail_pending = r.register_script(_FAIL_PENDING)
         self._requeue = r.register_script(_REQUEUE)
@@ -542,6 +563,11 @@ class RedisOutbox:
     def set_lease_source(self, lease_token: Any) -> None:
         """``lease_token(app_id) -> str | None``: the token of a lease held now."""
         self._lease_token = lease_token
+
+    def set_recorded_callback(self, on_recorded: Callable[[str], None]) -> None:
+        """``on_recorded(app_id)`` once an attempt of that application is recorded (or failed to be):
+        its lane can claim again."""
+        self._on_recorded = on_recorded
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one Redis call; every Redis failure becomes an OutboxError naming ``what``."""
@@ -597,22 +623,27 @@ class RedisOutbox:
                 result = exc
             done(result)
             return
+
+        def stored(reply: Any) -> None:
+            done(reply if isinstance(reply, OutboxError) else int(reply) > 0)
+
+        what = f"storing event {new.event_id}"
         try:
-            self._writer.put(_Queued(new, done, loop))
+            self._writer.put(_Queued(self._add, _add_args(self.prefix, new), what, stored, loop))
         except OutboxError as exc:
-            done(OutboxError(f"storing event {new.event_id}: {exc}"))
+            done(OutboxError(f"{what}: {exc}"))
 
     async def flush(self) -> None:
-        """Wait until every event queued before this call is stored or reported lost."""
+        """Wait until every event and attempt queued before this call is stored or reported lost."""
         loop = asyncio.get_running_loop()
         reached: asyncio.Future[None] = loop.create_future()
 
-        def arrived(_: AddResult) -> None:
+        def arrived(_: Any) -> None:
             if not reached.done():
                 reached.set_result(None)
 
         try:
-            self._writer.put(_Queued(None, arrived, loop))
+            self._writer.put(_Queued(None, [], "", arrived, loop))
         except OutboxError:
             return  # closed: nothing can be queued any more
         await reached
@@ -625,10 +656,16 @@ class RedisOutbox:
     def record_attempt(
         self, seq: int, attempt: AttemptRecord, *, next_attempt_at: float | None = None, last_error: str
     ) -> None:
-        """Log an attempt and apply its outcome atomically; only under the application's lease."""
+        """Log an attempt and apply its outcome atomically; only under the application's lease.
+
+        On the loop the record goes through the writer, like the SQLite outbox's group
+        commit: the delivery is not claimed again until Redis has acknowledged it, and a
+        failure is raised by the application's next ``due`` (its lane backs off; the
+        delivery stays pending and is sent again, as after a crash before the record).
+        """
         if attempt.outcome is Outcome.RETRY and next_attempt_at is None:
             raise ValueError("a retry needs next_attempt_at")
-        app_id = self._app_of(seq)
+        app_id = self._apps.get(seq) or self._app_of(seq)
         token = self._lease_token(app_id)
         if token is None:
             raise OutboxError(f"delivery {seq}: this replica does not hold the lease of {app_id}")
@@ -643,22 +680,41 @@ class RedisOutbox:
                 "outcome": attempt.outcome.value,
             }
         )
-        self._call(
-            f"recording an attempt of delivery {seq}",
-            self._record,
-            args=[
-                self.prefix,
-                seq,
-                token,
-                record,
-                attempt.attempt,
-                attempt.outcome.value,
-                repr(next_attempt_at) if next_attempt_at is not None else "",
-                last_error,
-                "" if attempt.status_code is None else attempt.status_code,
-                repr(attempt.started_at + attempt.latency_ms / 1000),
-            ],
-        )
+        args = [
+            self.prefix,
+            seq,
+            token,
+            record,
+            attempt.attempt,
+            attempt.outcome.value,
+            repr(next_attempt_at) if next_attempt_at is not None else "",
+            last_error,
+            "" if attempt.status_code is None else attempt.status_code,
+            repr(attempt.started_at + attempt.latency_ms / 1000),
+        ]
+        what = f"recording an attempt of delivery {seq}"
+        if attempt.outcome is not Outcome.RETRY:
+            self._apps.pop(seq, None)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._call(what, self._record, args=args)
+            return
+
+        def recorded(reply: Any) -> None:
+            if self._recording.get(seq) == app_id:
+                del self._recording[seq]
+            if isinstance(reply, OutboxError):
+                log.error("%s; the delivery stays pending", reply)
+                self._record_failures[app_id] = reply
+            self._on_recorded(app_id)
+
+        self._recording[seq] = app_id
+        try:
+            self._writer.put(_Queued(self._record, args, what, recorded, loop))
+        except OutboxError:
+            del self._recording[seq]
+            raise
 
     def _app_of(self, seq: int) -> str:
         app = self._call(f"reading delivery {seq}", self._redis.hget, f"{self.prefix}d:{seq}", "app_id")
@@ -708,16 +764,21 @@ class RedisOutbox:
 
     def due(self, app_id: str, now: float, limit: int, exclude: Collection[int] = ()) -> list[DueDelivery]:
         """Session heads of one application due by ``now``; none without its lease."""
+        failure = self._record_failures.pop(app_id, None)
+        if failure is not None:
+            raise failure
         token = self._lease_token(app_id)
         if token is None:
             return []
         rows = self._call(
             f"claiming webhooks of {app_id}",
             self._due,
-            args=[self.prefix, app_id, token, repr(now), limit, *exclude],
+            args=[self.prefix, app_id, token, repr(now), limit, *self._excluded(app_id, exclude)],
         )
         if rows is None:
             return []  # the lease went in the meantime; leases.py notices on its next turn
+        for row in rows:
+            self._apps[int(row[0])] = app_id
         return [
             DueDelivery(
                 seq=int(row[0]),
@@ -738,9 +799,16 @@ class RedisOutbox:
         if self._lease_token(app_id) is None:
             return None
         at = self._call(
-            f"reading the webhook queue of {app_id}", self._next_due, args=[self.prefix, app_id, *exclude]
+            f"reading the webhook queue of {app_id}",
+            self._next_due,
+            args=[self.prefix, app_id, *self._excluded(app_id, exclude)],
         )
         return None if at is None else float(at)
+
+    def _excluded(self, app_id: str, exclude: Collection[int]) -> list[int]:
+        """``exclude`` and the deliveries whose attempt is being recorded: not due again yet."""
+        recording = [seq for seq, app in self._recording.items() if app == app_id]
+        return [*exclude, *recording] if recording else list(exclude)
 
     def pending_count(self) -> int:
         return int(self._call("counting pending webhooks", self._redis.zcard, f"{self.prefix}pending"))

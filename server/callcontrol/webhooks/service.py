@@ -166,6 +166,7 @@ class WebhookService:
             timeout_s=timeout_s,
         )
         outbox.set_lease_source(self._leases.token_for)
+        outbox.set_recorded_callback(self._wake_lane)
         return outbox
 
     def _wake_lane(self, app_id: str) -> None:
@@ -272,7 +273,8 @@ class WebhookService:
             finally:
                 await session.close()
                 if self._leases is not None:
-                    # After the lanes stopped: nothing of ours is in flight any more.
+                    # After the lanes stopped and their records are in: nothing of ours is in flight.
+                    await self.flush()
                     await self._leases.release()
                     await self._leases.aclose()
         finally:
