@@ -29,11 +29,11 @@ since its last round trip as one pipeline (Redis then writes and, with
 ``appendfsync always``, fsyncs the whole batch once) and reports each result
 back on the loop. An event counts as stored only when that report says
 Redis acknowledged it; one writer, first in first out, keeps the emit order.
-Why a thread and not ``redis.asyncio``: measured on the same batches, the
-thread costs no more CPU per event in all (26-44 us against 37-65 us) and
-puts only 3-5 us of it on the loop, where redis.asyncio packs and parses
-every command on the loop; and the blocking client's socket timeouts bound
-a hung Redis simply. The loop only appends to a queue and takes one callback
+Why a thread and not ``redis.asyncio``: measured on the same batches
+(``tests/webhooks/bench_redis_writer.py``), the thread costs no more CPU per
+event in all (26-44 us against 37-65 us) and puts only 3-15 us of it on the
+loop, where redis.asyncio packs and parses every command on the loop; and
+the blocking client's socket timeouts bound a hung Redis simply. The loop only appends to a queue and takes one callback
 per batch.
 
 The rest (the dispatcher's claims and records, the API's reads) uses the
@@ -80,6 +80,8 @@ DEFAULT_PREFIX: Final = "callcontrol:webhooks:"
 _COOL_OFF_S: Final = 0.2
 # At most this many events in one pipeline: a burst is stored in a few round trips.
 _BATCH_MAX: Final = 256
+# Bound on the claimed deliveries whose application is remembered.
+_APPS_KEPT: Final = 100_000
 
 #: What a queued event comes to: True stored, False stored already (same id), or why not.
 AddResult: TypeAlias = "bool | OutboxError"
@@ -777,6 +779,8 @@ class RedisOutbox:
         )
         if rows is None:
             return []  # the lease went in the meantime; leases.py notices on its next turn
+        if len(self._apps) > _APPS_KEPT:
+            self._apps.clear()  # claims abandoned with a lease; a miss costs a read, no more
         for row in rows:
             self._apps[int(row[0])] = app_id
         return [
