@@ -33,8 +33,8 @@ Why a thread and not ``redis.asyncio``: measured on the same batches
 (``tests/webhooks/bench_redis_writer.py``), the thread costs no more CPU per
 event in all (26-44 us against 37-65 us) and puts only 3-15 us of it on the
 loop, where redis.asyncio packs and parses every command on the loop; and
-the blocking client's socket timeouts bound a hung Redis simply. The loop only appends to a queue and takes one callback
-per batch.
+the blocking client's socket timeouts bound a hung Redis simply. The loop
+only appends to a queue and takes one callback per batch.
 
 The rest (the dispatcher's claims and records, the API's reads) uses the
 blocking client on the loop: ``Outbox`` is synchronous there. Its socket
