@@ -212,6 +212,10 @@ class CallControl:
         call = self._calls.get(session_id)
         if call is None or call.session is not session:
             raise Unavailable(f"session {session_id} has no live connection")
+        if call.admitting:
+            # Nothing is sent before call.initiated (or the adoption): an answer's
+            # call.answered would overtake it. The cluster answers within its timeout.
+            raise Unavailable(f"session {session_id} is being admitted to the cluster; retry")
         op = self.operations.start(
             app_id=app_id,
             session_id=session_id,

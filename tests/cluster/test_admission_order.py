@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
 from callcontrol.cluster.directory import Directory
 from callcontrol.cluster.store import connect
 from callcontrol.control import Admission
-from callcontrol.events import CallHangup, CallInitiated
+from callcontrol.events import CallAnswered, CallHangup, CallInitiated
 from callcontrol.sessions import Session
 from callcontrol.simulator import FreeSwitchSimulator
+from callcontrol.v1 import commands_pb2
 from tests.cluster.conftest import StartReplica, until
-from tests.conftest import next_event
+from tests.cluster.test_routing import _sendmsgs
+from tests.conftest import DEMO_AUTH, next_event
 from tests.redis_server import RedisServer
 
 
@@ -65,3 +68,31 @@ async def test_a_hangup_during_admission_is_reported_after_call_initiated(
         await asyncio.wait_for(wait_ended(), 5)
     finally:
         await directory_client.aclose()
+
+
+async def test_a_command_during_admission_is_refused_so_nothing_overtakes_call_initiated(
+    start_replica: StartReplica, switch: FreeSwitchSimulator
+) -> None:
+    r1 = await start_replica("r1")
+    control = r1.gateway.control
+    assert control.admit is not None
+    admit, gate = control.admit, asyncio.Event()
+
+    async def slow_lookup(session: Session) -> Admission:
+        await gate.wait()
+        return await admit(session)
+
+    control.admit = slow_lookup
+    with r1.gateway.events.subscribe() as events:
+        call = await switch.place_call(gateway=r1.esl)
+        await until(lambda: call.uuid in control._calls)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await r1.stubs.commands.Answer(
+                commands_pb2.AnswerRequest(session_id=call.uuid), metadata=DEMO_AUTH
+            )
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert _sendmsgs(call, "execute") == []
+        gate.set()
+        await next_event(events, CallInitiated, call.uuid)
+        await r1.stubs.commands.Answer(commands_pb2.AnswerRequest(session_id=call.uuid), metadata=DEMO_AUTH)
+        await next_event(events, CallAnswered, call.uuid)
