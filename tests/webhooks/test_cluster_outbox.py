@@ -547,3 +547,33 @@ async def test_an_attempt_is_recorded_off_the_loop_and_its_delivery_not_claimed_
         assert [d.event_id for d in outbox.due(APP_ID, 1000.0, 10)] == ["second"]  # still pending
     finally:
         outbox.close()
+
+
+async def test_a_metrics_scrape_does_not_wait_on_a_paused_redis(
+    receiver: Receiver, redis_server: RedisServer
+) -> None:
+    never = asyncio.Event()
+
+    async def holds(_: Received) -> web.StreamResponse:
+        await never.wait()
+        return web.Response(status=204)
+
+    receiver.behaviour = holds
+    config = cluster_config(redis_server.url, receiver.url, "scraped")
+    # Redis calls time out after 1 s: a scrape that asked Redis would wait that long, then say NaN.
+    cluster = dataclasses.replace(config.cluster, heartbeat_ms=1000, expiry_ms=6000)
+    service = WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
+    assert redis_server._proc is not None
+    pid = redis_server._proc.pid
+    async with running(service):
+        for n in range(3):
+            service.emit(answered(APP_ID, session_of(n), event_id=f"held-{n}"))
+        await eventually(lambda: service.metrics()["webhook_queue_depth"] == 3, what="the depth read")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            metrics = service.metrics()  # the depth as of the last heartbeat, without asking Redis
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        never.set()
+    assert metrics["webhook_queue_depth"] == 3
+    assert metrics["webhook_oldest_pending_age_seconds"] >= 0

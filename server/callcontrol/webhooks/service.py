@@ -176,10 +176,8 @@ class WebhookService:
         self._dispatcher.abandon(app_id)
 
     def _cluster_pending_count(self) -> float:
-        try:
-            return float(self._outbox.pending_count())
-        except OutboxError:
-            return math.nan
+        # As of the last heartbeat: a scrape must not wait on Redis on the loop.
+        return math.nan if self._leases is None else self._leases.queue_depth
 
     @property
     def delivering_apps(self) -> frozenset[str]:
@@ -369,8 +367,13 @@ class WebhookService:
     def _oldest_pending_age(self) -> float:
         if self._closed:
             return 0.0
-        try:
-            since = self._outbox.oldest_pending_since()
-        except OutboxError:
-            return math.nan
-        return 0.0 if since is None else max(0.0, self._clock() - since)
+        if self._leases is not None:
+            since = self._leases.oldest_pending_since  # as of the last heartbeat, NaN if unknown
+        else:
+            try:
+                since = self._outbox.oldest_pending_since()
+            except OutboxError:
+                return math.nan
+        if since is None:
+            return 0.0
+        return math.nan if math.isnan(since) else max(0.0, self._clock() - since)
