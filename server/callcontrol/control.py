@@ -108,6 +108,7 @@ class _Call:
         "cause",
         "channel",
         "exiting",
+        "hangup_complete",
         "hangup_reported",
         "linger_timer",
         "lingering",
@@ -119,6 +120,7 @@ class _Call:
         self.session = session
         self.answer_ops: set[str] = set()  # in-progress answer operation ids (= Event-UUIDs)
         self.hangup_reported = False
+        self.hangup_complete = False  # CHANNEL_HANGUP_COMPLETE read (reported after admission)
         self.exiting = False
         self.cause: HangupCause | None = None  # from CHANNEL_HANGUP until the complete event
         self.lingering = False  # FreeSWITCH sent the linger notice: the call is over
@@ -210,6 +212,10 @@ class CallControl:
         call = self._calls.get(session_id)
         if call is None or call.session is not session:
             raise Unavailable(f"session {session_id} has no live connection")
+        if call.admitting:
+            # Nothing is sent before call.initiated (or the adoption): an answer's
+            # call.answered would overtake it. The cluster answers within its timeout.
+            raise Unavailable(f"session {session_id} is being admitted to the cluster; retry")
         op = self.operations.start(
             app_id=app_id,
             session_id=session_id,
@@ -336,8 +342,16 @@ class CallControl:
                 admission.adopted_from,
                 session.state,
             )
-            return
-        self._announce(session)
+        else:
+            self._announce(session)
+        self._admitted(call)
+
+    def _admitted(self, call: _Call) -> None:
+        """What the teardown asked while the cluster was being asked, now in order."""
+        if call.hangup_complete:
+            self._report_hangup(call)
+        if call.lingering:
+            self._on_linger(call)
 
     def _announce(self, session: Session) -> None:
         app_id, session_id = session.app_id, session.session_id
@@ -379,6 +393,9 @@ class CallControl:
             self._fail_answers(call, "call_hangup", f"the call hung up ({cause}) before answer completed")
         elif name == "CHANNEL_HANGUP_COMPLETE":
             call.cause = HangupCause.of(event) or call.cause
+            call.hangup_complete = True
+            if call.admitting:
+                return  # reported once admitted: call.initiated goes first (see `_admitted`)
             self._report_hangup(call)
             if call.linger_timer is not None:
                 # The linger notice came first; now everything is read.
@@ -407,6 +424,11 @@ class CallControl:
             # A disconnect notice needs nothing: the close follows it.
             return
         call.lingering = True
+        if call.admitting:
+            return  # acted on once admitted (see `_admitted`)
+        self._on_linger(call)
+
+    def _on_linger(self, call: _Call) -> None:
         if call.exiting or call.linger_timer is not None:
             return
         if call.hangup_reported:
@@ -415,7 +437,7 @@ class CallControl:
         # The notice overtook CHANNEL_HANGUP_COMPLETE (it does under load and
         # on shutdown). With plain linger FreeSWITCH keeps the channel until we
         # leave, so waiting a bounded time for the rest costs nothing.
-        log.debug("call %s: linger notice before CHANNEL_HANGUP_COMPLETE; waiting", channel.unique_id)
+        log.debug("call %s: linger notice before CHANNEL_HANGUP_COMPLETE; waiting", call.session.session_id)
         call.linger_timer = asyncio.get_running_loop().call_later(
             self._linger_wait, self._linger_wait_over, call
         )

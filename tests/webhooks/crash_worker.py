@@ -62,6 +62,7 @@ async def serve(
         for n in range(args.per_session):
             for s in range(args.sessions):
                 service.emit(_event(s, n, args.per_session, ids[s][n]))
+        await service.flush()
         print("emitted", flush=True)
     await stop.wait()
     await service.shutdown(grace=1.0)

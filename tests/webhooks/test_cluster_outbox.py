@@ -219,9 +219,12 @@ async def test_redis_restarted_mid_stream_loses_nothing_and_says_so(
         await eventually(lambda: receiver.in_flight == 4, what="4 attempts in flight")
 
         redis_server.stop(kill=True)
-        with pytest.raises(OutboxError, match="unreachable"):
-            service.emit(answered(APP_ID, session_of(7), event_id="during-outage"))
+        service.emit(answered(APP_ID, session_of(7), event_id="during-outage"))
+        await service.flush()
         assert service.metrics()["webhook_emit_failures_total"] == 1
+        assert "during-outage of crash-app (session" in caplog.text
+        assert "NOT stored: storing event during-outage: Redis at" in caplog.text
+        assert "is unreachable" in caplog.text
         await eventually(lambda: not service.store_available, what="the outage noticed")
         assert service.delivering_apps == frozenset()
         assert "Redis unreachable" in caplog.text
@@ -439,3 +442,138 @@ def test_redis_settings_that_can_lose_webhooks_are_warned_about(
         probe.close()
     assert "appendonly is no" in caplog.text
     assert "maxmemory-policy is allkeys-lru" in caplog.text
+
+
+async def test_a_paused_redis_does_not_hold_the_loop_and_the_event_counts_once_acknowledged(
+    redis_server: RedisServer,
+) -> None:
+    config = cluster_config(redis_server.url, "http://127.0.0.1:9/hooks", "calm")
+    # Redis calls time out after 1 s: far longer than the loop turns below.
+    cluster = dataclasses.replace(config.cluster, heartbeat_ms=1000, expiry_ms=6000)
+    service = WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
+    assert redis_server._proc is not None
+    pid = redis_server._proc.pid
+    try:
+        service.emit(answered(APP_ID, session_of(1), event_id="before"))
+        await service.flush()
+        assert service.metrics()["webhook_events_stored_total"] == 1
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            service.emit(answered(APP_ID, session_of(1), event_id="while-paused"))
+            ticks = 0
+            for _ in range(5):  # the loop goes on turning while the event waits for Redis
+                await asyncio.sleep(0.01)
+                ticks += 1
+            assert ticks == 5
+            # Not counted yet: stored only once Redis has acknowledged it. (The counters
+            # themselves: a whole scrape would read the queue depth from the paused Redis.)
+            assert service._metrics.events_stored._value.get() == 1
+            assert service._metrics.emit_failures._value.get() == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await service.flush()
+        assert service.metrics()["webhook_events_stored_total"] == 2
+        assert service.metrics()["webhook_emit_failures_total"] == 0
+        record = service.get_delivery(APP_ID, "while-paused")
+        assert record is not None
+        assert record.status is DeliveryStatus.PENDING
+    finally:
+        service.close()
+
+
+async def test_events_of_one_loop_turn_share_a_round_trip_and_keep_their_order(
+    redis_server: RedisServer,
+) -> None:
+    service = WebhookService(cluster_config(redis_server.url, "http://127.0.0.1:9/hooks", "batch"))
+    probe = RedisOutbox(redis_server.url)
+    try:
+        before = int(probe._redis.info("stats")["total_reads_processed"])
+        ids = [f"burst-{n}" for n in range(200)]
+        for event_id in ids:
+            service.emit(answered(APP_ID, session_of(n := int(event_id[6:]) % 3), event_id=event_id))
+        del n
+        await service.flush()
+        assert service.metrics()["webhook_events_stored_total"] == 200
+        # Redis read its clients' sockets a few times (this probe's INFO included), not once per event.
+        reads = int(probe._redis.info("stats")["total_reads_processed"]) - before
+        assert reads < 200 / 4
+        listed = probe.list_deliveries(APP_ID, DeliveryStatus.PENDING, 500)
+        assert [r.event_id for r in reversed(listed)] == ids
+    finally:
+        service.close()
+        probe.close()
+
+
+async def test_an_attempt_is_recorded_off_the_loop_and_its_delivery_not_claimed_until_redis_has_it(
+    redis_server: RedisServer,
+) -> None:
+    token = {"value": "holder/1"}
+    outbox = RedisOutbox(redis_server.url, timeout_s=1.0, lease_token=lambda app_id: token["value"])
+    recorded: list[str] = []
+    outbox.set_recorded_callback(recorded.append)
+    assert redis_server._proc is not None
+    pid = redis_server._proc.pid
+    try:
+        outbox._redis.set(f"{outbox.prefix}lease:{APP_ID}", "holder/1")
+        assert outbox.add(_new("first"))
+        assert outbox.add(_new("second"))  # same session: due only once the first is finished
+        (head,) = outbox.due(APP_ID, 1000.0, 10)
+        delivered = AttemptRecord(1, 200.0, "http://r", 204, "", 1.0, Outcome.DELIVERED)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            outbox.record_attempt(head.seq, delivered, last_error="")  # returns while Redis is paused
+            for _ in range(3):
+                await asyncio.sleep(0.01)  # the loop goes on turning
+            assert recorded == []
+            # Not claimable again before Redis has the outcome (here: not even asked).
+            assert outbox._excluded(APP_ID, ()) == [head.seq]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await outbox.flush()
+        assert recorded == [APP_ID]
+        record = outbox.get(APP_ID, "first")
+        assert record is not None
+        assert (record.status, len(record.attempts)) == (DeliveryStatus.DELIVERED, 1)
+        (nxt,) = outbox.due(APP_ID, 1000.0, 10)
+        assert nxt.event_id == "second"
+
+        # A record Redis refuses (the lease moved on) fails the lane's next claim, once.
+        token["value"] = "stale/1"
+        outbox.record_attempt(nxt.seq, dataclasses.replace(delivered, attempt=1), last_error="")
+        await outbox.flush()
+        with pytest.raises(OutboxError, match="no longer holds the lease"):
+            outbox.due(APP_ID, 1000.0, 10)
+        token["value"] = "holder/1"
+        assert [d.event_id for d in outbox.due(APP_ID, 1000.0, 10)] == ["second"]  # still pending
+    finally:
+        outbox.close()
+
+
+async def test_a_metrics_scrape_does_not_wait_on_a_paused_redis(
+    receiver: Receiver, redis_server: RedisServer
+) -> None:
+    never = asyncio.Event()
+
+    async def holds(_: Received) -> web.StreamResponse:
+        await never.wait()
+        return web.Response(status=204)
+
+    receiver.behaviour = holds
+    config = cluster_config(redis_server.url, receiver.url, "scraped")
+    # Redis calls time out after 1 s: a scrape that asked Redis would wait that long, then say NaN.
+    cluster = dataclasses.replace(config.cluster, heartbeat_ms=1000, expiry_ms=6000)
+    service = WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
+    assert redis_server._proc is not None
+    pid = redis_server._proc.pid
+    async with running(service):
+        for n in range(3):
+            service.emit(answered(APP_ID, session_of(n), event_id=f"held-{n}"))
+        await eventually(lambda: service.metrics()["webhook_queue_depth"] == 3, what="the depth read")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            metrics = service.metrics()  # the depth as of the last heartbeat, without asking Redis
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        never.set()
+    assert metrics["webhook_queue_depth"] == 3
+    assert metrics["webhook_oldest_pending_age_seconds"] >= 0

@@ -2,8 +2,11 @@
 
 Keys (all under ``callcontrol:``):
 * ``session:{id}``  hash owner, app, state, created_at, answered_at; kept while
-  the call lives (bounded by ``LIVE_TTL_S``) and ``ENDED_TTL_S`` after it ends,
-  so a late or repeated command still reaches the replica that knows its answer.
+  the call lives and ``ENDED_TTL_S`` after it ends, so a late or repeated
+  command still reaches the replica that knows its answer. A live entry expires
+  ``LIVE_TTL_S`` after its owner last refreshed it (``refresh``, a few times per
+  TTL while the owner holds the call): a call may last any time, and the entries
+  of a replica that died with nobody adopting its calls still go away.
   ``state = disconnected`` is the tombstone that lets a re-delivered socket go.
 * ``operation:{id}`` the owner replica id, for as long as operations are kept.
 * ``session-ops:{id}`` the session's operations in progress (id → JSON), so the
@@ -21,7 +24,7 @@ import redis.asyncio as redis
 from callcontrol.cluster.store import PREFIX, text
 from callcontrol.operations import Operation, Status
 
-LIVE_TTL_S = 24 * 3600  # a bound, so entries of a replica that died with no adopter go away
+LIVE_TTL_S = 24 * 3600  # since the owner's last refresh; then a dead owner's entries go away
 ENDED_TTL_S = 3600
 OPERATION_TTL_S = 24 * 3600
 
@@ -66,10 +69,28 @@ return 1
 """
 
 
+# KEYS: session keys; ARGV: owner, ttl. Only the owner's live entries: never one
+# another replica adopted since, nor an ended one (that keeps its ENDED_TTL_S).
+_REFRESH = """
+local n = 0
+for _, key in ipairs(KEYS) do
+    local f = redis.call('HMGET', key, 'owner', 'state')
+    if f[1] == ARGV[1] and f[2] ~= 'hangup' and f[2] ~= 'disconnected' then
+        redis.call('EXPIRE', key, ARGV[2])
+        n = n + 1
+    end
+end
+return n
+"""
+_REFRESH_BATCH = 500
+
+
 class Directory:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, live_ttl_s: int = LIVE_TTL_S) -> None:
         self._redis = client
+        self.live_ttl_s = live_ttl_s
         self._put_session = client.register_script(_PUT_SESSION)
+        self._refresh = client.register_script(_REFRESH)
 
     async def put_session(self, entry: SessionEntry, *, taking_over_from: str = "") -> bool:
         """Record the entry; False when another replica holds the session now."""
@@ -82,11 +103,19 @@ class Directory:
                 entry.state,
                 entry.created_at.isoformat() if entry.created_at else "",
                 entry.answered_at.isoformat() if entry.answered_at else "",
-                ENDED_TTL_S if entry.ended else LIVE_TTL_S,
+                ENDED_TTL_S if entry.ended else self.live_ttl_s,
                 "1" if entry.answer_reported else "",
             ],
         )
         return bool(written)
+
+    async def refresh(self, owner: str, session_ids: list[str]) -> int:
+        """Restart the TTL of the owner's live entries; returns how many it held still."""
+        refreshed = 0
+        for start in range(0, len(session_ids), _REFRESH_BATCH):
+            keys = [_session_key(s) for s in session_ids[start : start + _REFRESH_BATCH]]
+            refreshed += int(await self._refresh(keys=keys, args=[owner, self.live_ttl_s]))
+        return refreshed
 
     async def session(self, session_id: str) -> SessionEntry | None:
         raw = {text(k): text(v) for k, v in (await self._redis.hgetall(_session_key(session_id))).items()}

@@ -23,11 +23,14 @@ class Membership:
         self.replica_id = replica_id
         self._expiry_ms = expiry_ms
 
-    async def beat(self, address: str) -> None:
+    async def beat(self, address: str) -> str:
+        """Register again; returns Redis's run id, which changes when Redis restarts."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(_key(self.replica_id), address, px=self._expiry_ms)
             pipe.sadd(_REPLICAS, self.replica_id)
-            await pipe.execute()
+            pipe.info("server")
+            _, _, info = await pipe.execute()
+        return str(info.get("run_id", ""))
 
     async def leave(self) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:

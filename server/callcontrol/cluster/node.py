@@ -18,6 +18,7 @@ import base64
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -69,6 +70,8 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         #: Redis answered the last heartbeat
         self.store_ok = True
+        self._refreshed_at = 0.0  # when the live directory entries of held calls were last refreshed
+        self._redis_run = ""  # Redis's run id at the last heartbeat: another one means it restarted
 
     def rate_limiter(self, per_s: int, groups: Mapping[str, str]) -> ClusterRateLimiter:
         """Limits counted in Redis, across the replicas."""
@@ -78,14 +81,16 @@ class ClusterNode:
     async def start(self, address: str) -> None:
         """Register (Redis must answer now: a replica does not start blind), then keep beating."""
         self._address = address
-        await checked(self.membership.beat(address))
+        self._redis_run = await checked(self.membership.beat(address))
         self._forwarder.secret = await checked(self._shared_secret())
         log.info("cluster replica %s registered at %s", self.replica_id, address)
+        self._refreshed_at = time.monotonic()
         self._tasks = [asyncio.create_task(self._heartbeat(), name="cluster-heartbeat")]
 
-    async def _shared_secret(self) -> str:
+    async def _shared_secret(self, mine: str = "") -> str:
+        """The replicas' forwarding secret: the one in Redis, or ours (or a new one) if it has none."""
         key = PREFIX + "forwarding-secret"
-        await self._redis.set(key, secrets.token_urlsafe(32), nx=True)
+        await self._redis.set(key, mine or secrets.token_urlsafe(32), nx=True)
         return text(await self._redis.get(key)) or ""
 
     async def release(self) -> None:
@@ -115,7 +120,7 @@ class ClusterNode:
         while True:
             await asyncio.sleep(self._heartbeat_s)
             try:
-                await self.membership.beat(self._address)
+                run = await self.membership.beat(self._address)
             except (RedisError, OSError) as exc:
                 if self.store_ok:
                     log.error(
@@ -125,25 +130,58 @@ class ClusterNode:
                     )
                 self.store_ok = False
                 continue
-            if not self.store_ok:
+            restarted = run != self._redis_run
+            if not self.store_ok or restarted:
+                # A restart may have lost the last writes (fsync everysec, a failover): write
+                # back what this replica knows, even if no heartbeat fell in the gap.
                 recorded = await self._rerecord()
                 self.store_ok = True
+                self._redis_run = run
+                self._refreshed_at = time.monotonic()
                 log.warning(
-                    "cluster store (Redis) is back: replica %s registered again, %d held calls re-recorded",
+                    "cluster store (Redis) is back%s: replica %s registered again, %d held calls re-recorded",
+                    " (it restarted)" if restarted else "",
                     self.replica_id,
                     recorded,
                 )
+            elif time.monotonic() - self._refreshed_at >= self._refresh_every:
+                await self._refresh()
+
+    @property
+    def _refresh_every(self) -> float:
+        # Several refreshes per TTL: one lost to a short outage leaves the entries standing.
+        return self.directory.live_ttl_s / 4
+
+    async def _refresh(self) -> None:
+        """Keep the directory entries of the calls held here from expiring, however long they last."""
+        held = [s.session_id for s in self._held()]
+        try:
+            await self.directory.refresh(self.replica_id, held)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "directory entries of held calls not refreshed (next heartbeat): %s", type(exc).__name__
+            )
+            return
+        self._refreshed_at = time.monotonic()
+
+    def _held(self) -> list[Session]:
+        return [
+            s
+            for app in self._config.applications
+            for s in self._control.sessions.page(app.app_id, _ALL, "")[0]
+        ]
 
     async def _rerecord(self) -> int:
         """Record every call held here again (Redis may have lost writes while it was away)."""
+        with contextlib.suppress(RedisError, OSError):
+            # Lost with the rest, the next replica to start would pick a secret of its own.
+            self._forwarder.secret = await self._shared_secret(self._forwarder.secret)
         count = 0
-        for app in self._config.applications:
-            sessions, _ = self._control.sessions.page(app.app_id, _ALL, "")
-            for session in sessions:
-                try:
-                    count += await self.directory.put_session(self._entry(session))
-                except (RedisError, OSError):
-                    return count
+        for session in self._held():
+            try:
+                count += await self.directory.put_session(self._entry(session))
+            except (RedisError, OSError):
+                return count
         return count
 
     # -- directory upkeep (an EventSink) ----------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -104,6 +105,10 @@ class Leases:
         self._release = self._redis.register_script(_RELEASE)
         self._held: dict[str, float] = {}  # app -> monotonic time the lease is trusted until
         self._reachable = True
+        #: The cluster's pending deliveries and the oldest one's round start (None: none),
+        #: read at every tick so a metrics scrape never waits on Redis; NaN until known.
+        self.queue_depth = math.nan
+        self.oldest_pending_since: float | None = math.nan
         self._stopped = asyncio.Event()
 
     def token_for(self, app_id: str) -> str | None:
@@ -129,10 +134,11 @@ class Leases:
 
     async def tick(self) -> None:
         """Renew what is held, take what is free; wake every lane held (once per heartbeat)."""
-        if not self._apps:
-            return
         sent = time.monotonic()
         try:
+            await self._read_queue()
+            if not self._apps:
+                return
             result = await self._take(args=[self.prefix, self.token, int(self._expiry_s * 1000), *self._apps])
         except redis.RedisError as exc:
             self._lost_redis(exc)
@@ -153,7 +159,17 @@ class Leases:
             self._held[app] = sent + self._expiry_s
             self._on_wake(app)
 
+    async def _read_queue(self) -> None:
+        key = f"{self.prefix}pending"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, 0, withscores=True)
+            depth, oldest = await pipe.execute()
+        self.queue_depth = float(depth)
+        self.oldest_pending_since = float(oldest[0][1]) if oldest else None
+
     def _lost_redis(self, exc: Exception) -> None:
+        self.queue_depth = self.oldest_pending_since = math.nan
         if self._reachable:
             log.error(
                 "Redis unreachable (%s): webhook delivery paused on %s, leases of %s given up",

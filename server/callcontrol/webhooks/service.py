@@ -104,8 +104,9 @@ class WebhookService:
         self._closed = False
         self._leases: Leases | None = None
         self._outbox: Outbox
+        self._redis_outbox: RedisOutbox | None = None
         if config.cluster.enabled:
-            self._outbox = self._cluster_outbox(config, redis_prefix)
+            self._outbox = self._redis_outbox = self._cluster_outbox(config, redis_prefix)
         else:
             self._outbox = SqliteOutbox(hooks.outbox_path, durable_sync=durable_sync)
         try:
@@ -143,7 +144,7 @@ class WebhookService:
         heartbeat_s, expiry_s = cluster.heartbeat_ms / 1000, cluster.expiry_ms / 1000
         if expiry_s <= heartbeat_s:
             raise ConfigError("cluster.expiry_ms: must be longer than cluster.heartbeat_ms")
-        # A hung Redis holds the loop (emit is synchronous) for at most this long per call.
+        # A hung Redis holds the loop (claims, records, reads) for at most this long per call.
         timeout_s = min(1.0, expiry_s / 3)
         outbox = RedisOutbox(cluster.redis_url, prefix=prefix, timeout_s=timeout_s)
         try:
@@ -165,6 +166,7 @@ class WebhookService:
             timeout_s=timeout_s,
         )
         outbox.set_lease_source(self._leases.token_for)
+        outbox.set_recorded_callback(self._wake_lane)
         return outbox
 
     def _wake_lane(self, app_id: str) -> None:
@@ -174,10 +176,8 @@ class WebhookService:
         self._dispatcher.abandon(app_id)
 
     def _cluster_pending_count(self) -> float:
-        try:
-            return float(self._outbox.pending_count())
-        except OutboxError:
-            return math.nan
+        # As of the last heartbeat: a scrape must not wait on Redis on the loop.
+        return math.nan if self._leases is None else self._leases.queue_depth
 
     @property
     def delivering_apps(self) -> frozenset[str]:
@@ -200,24 +200,42 @@ class WebhookService:
     # -- EventSink ------------------------------------------------------
 
     def emit(self, event: LifecycleEvent) -> None:
-        """Commit the event to the outbox and wake its lane; raises OutboxError if it cannot."""
+        """Commit the event to the outbox and wake its lane; raises OutboxError if it cannot.
+
+        In a cluster the event goes to Redis off the loop (``RedisOutbox.add_soon``);
+        it counts as stored, and its lane is woken, once Redis acknowledged it, and a
+        failure is logged and counted then instead of raised (see ``flush``).
+        """
         started = time.perf_counter()
         if event.app_id not in self._routes:
             self._metrics.events_skipped.inc()
             log.debug("%s %s not stored: %s has no webhook_url", event.type, event.event_id, event.app_id)
             return
+        new = NewDelivery(
+            event_id=event.event_id,
+            event_type=event.type,
+            app_id=event.app_id,
+            session_id=event.session_id,
+            body=encode_body(event),
+            created_at=self._clock(),
+        )
+        if self._redis_outbox is not None:
+            self._redis_outbox.add_soon(new, lambda result: self._stored(event, started, result))
+            return
         try:
-            stored = self._outbox.add(
-                NewDelivery(
-                    event_id=event.event_id,
-                    event_type=event.type,
-                    app_id=event.app_id,
-                    session_id=event.session_id,
-                    body=encode_body(event),
-                    created_at=self._clock(),
-                )
-            )
+            stored = self._outbox.add(new)
         except OutboxError as exc:
+            self._stored(event, started, exc)
+            raise
+        self._stored(event, started, stored)
+
+    async def flush(self) -> None:
+        """Wait until every event emitted so far is stored (or reported lost)."""
+        if self._redis_outbox is not None:
+            await self._redis_outbox.flush()
+
+    def _stored(self, event: LifecycleEvent, started: float, stored: bool | OutboxError) -> None:
+        if isinstance(stored, OutboxError):
             self._metrics.emit_failures.inc()
             log.error(
                 "webhook %s %s of %s (session %s) NOT stored: %s",
@@ -225,9 +243,9 @@ class WebhookService:
                 event.event_id,
                 event.app_id,
                 event.session_id,
-                exc,
+                stored,
             )
-            raise
+            return
         if stored:
             self._metrics.events_stored.inc()
             if self._leases is None:
@@ -253,7 +271,8 @@ class WebhookService:
             finally:
                 await session.close()
                 if self._leases is not None:
-                    # After the lanes stopped: nothing of ours is in flight any more.
+                    # After the lanes stopped and their records are in: nothing of ours is in flight.
+                    await self.flush()
                     await self._leases.release()
                     await self._leases.aclose()
         finally:
@@ -270,6 +289,7 @@ class WebhookService:
         if self._state is _State.RUNNING:
             await self._done.wait()
         self._state = _State.STOPPED
+        await self.flush()
 
     def close(self) -> None:
         """Release the outbox file; call after ``shutdown``. Later emits fail."""
@@ -347,8 +367,13 @@ class WebhookService:
     def _oldest_pending_age(self) -> float:
         if self._closed:
             return 0.0
-        try:
-            since = self._outbox.oldest_pending_since()
-        except OutboxError:
-            return math.nan
-        return 0.0 if since is None else max(0.0, self._clock() - since)
+        if self._leases is not None:
+            since = self._leases.oldest_pending_since  # as of the last heartbeat, NaN if unknown
+        else:
+            try:
+                since = self._outbox.oldest_pending_since()
+            except OutboxError:
+                return math.nan
+        if since is None:
+            return 0.0
+        return math.nan if math.isnan(since) else max(0.0, self._clock() - since)
