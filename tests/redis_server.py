@@ -7,10 +7,8 @@ restart on the same directory keeps what was acknowledged.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -52,8 +50,7 @@ class RedisServer:
         # Run under die_with_parent (as the gateway runs Envoy): a test run that is killed
         # outright leaves no redis-server behind.
         self._proc = subprocess.Popen(
-            [
-                sys.executable, "-I", die_with_parent.__file__, str(os.getpid()),
+            die_with_parent.wrap([
                 REDIS_SERVER_PATH,
                 "--bind", "127.0.0.1",
                 "--port", str(self.port),
@@ -62,7 +59,7 @@ class RedisServer:
                 "--appendfsync", self.appendfsync,
                 "--save", "",
                 "--protected-mode", "yes",
-            ],
+            ]),
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -21,6 +21,13 @@ import sys
 PR_SET_PDEATHSIG = 1
 
 
+def wrap(program: list[str]) -> list[str]:
+    """The command line that runs ``program`` so that it dies with this process (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return program
+    return [sys.executable, "-I", os.path.abspath(__file__), str(os.getpid()), *program]
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or not argv[1].isdigit():
         print("usage: die_with_parent.py PARENT_PID PROGRAM [ARGS...]", file=sys.stderr)

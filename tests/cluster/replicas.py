@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import grpc
 
+from callcontrol import die_with_parent
 from callcontrol.config import DEMO_API_KEY, DEMO_APP_ID
 from tests.conftest import Stubs
 from tests.webhooks.conftest import SECRET_A
@@ -60,7 +61,7 @@ async def start_replica(tmp_path: Path, name: str, redis_url: str, webhook_url: 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
     with log.open("ab") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callcontrol", "--config", str(config),
+            *die_with_parent.wrap([sys.executable, "-m", "callcontrol", "--config", str(config)]),
             cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
 

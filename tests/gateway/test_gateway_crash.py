@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from callcontrol import die_with_parent
 from callcontrol.config import DEMO_API_KEY, DEMO_WEBHOOK_SECRET, Address
 from callcontrol.simulator import FreeSwitchSimulator
 from tests.webhooks.conftest import Received, Receiver
@@ -24,7 +25,9 @@ async def _start_gateway(config: Path, log: Path) -> tuple[asyncio.subprocess.Pr
     env = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
     with log.open("ab") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callcontrol", "--config", str(config), "--no-envoy",
+            *die_with_parent.wrap(
+                [sys.executable, "-m", "callcontrol", "--config", str(config), "--no-envoy"]
+            ),
             cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
 

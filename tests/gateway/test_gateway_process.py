@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from callcontrol import die_with_parent
 from callcontrol.config import Address, RestConfig
 from callcontrol.rest.envoy_process import EnvoyError, EnvoyProcess
 from callcontrol.startup import envoy_cause
@@ -38,7 +39,7 @@ async def _start(config: Path, log: Path) -> tuple[asyncio.subprocess.Process, r
     env = {**os.environ, "PYTHONPATH": str(ROOT / "server")}
     with log.open("ab") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callcontrol", "--config", str(config),
+            *die_with_parent.wrap([sys.executable, "-m", "callcontrol", "--config", str(config)]),
             cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
     start = (await asyncio.to_thread(log.stat)).st_size

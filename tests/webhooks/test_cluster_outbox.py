@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from callcontrol import die_with_parent
 from callcontrol.webhooks import DeliveryStatus, OutboxError, Outcome, WebhookService
 from callcontrol.webhooks.leases import Leases
 from callcontrol.webhooks.outbox import AttemptRecord, NewDelivery
@@ -60,20 +61,24 @@ async def _start_replica(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "server"), str(ROOT)])}
     with log.open("wb") as stderr:
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.webhooks.cluster_worker",
-            "--redis",
-            redis_url,
-            "--url",
-            url,
-            "--replica",
-            replica,
-            "--sessions",
-            str(SESSIONS),
-            "--per-session",
-            str(PER_SESSION),
-            *extra,
+            *die_with_parent.wrap(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.webhooks.cluster_worker",
+                    "--redis",
+                    redis_url,
+                    "--url",
+                    url,
+                    "--replica",
+                    replica,
+                    "--sessions",
+                    str(SESSIONS),
+                    "--per-session",
+                    str(PER_SESSION),
+                    *extra,
+                ]
+            ),
             cwd=ROOT,
             env=env,
             stdout=asyncio.subprocess.PIPE,

@@ -19,6 +19,8 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from callcontrol import die_with_parent
+
 from .conftest import SECRET_A, Received, Receiver, eventually
 from .crash_worker import event_ids
 
@@ -31,18 +33,22 @@ async def _start_worker(outbox: Path, url: str, log: Path, *extra: str) -> async
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "server"), str(ROOT)])}
     with log.open("wb") as stderr:  # the child keeps its own copy
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.webhooks.crash_worker",
-            "--outbox",
-            str(outbox),
-            "--url",
-            url,
-            "--sessions",
-            str(SESSIONS),
-            "--per-session",
-            str(PER_SESSION),
-            *extra,
+            *die_with_parent.wrap(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.webhooks.crash_worker",
+                    "--outbox",
+                    str(outbox),
+                    "--url",
+                    url,
+                    "--sessions",
+                    str(SESSIONS),
+                    "--per-session",
+                    str(PER_SESSION),
+                    *extra,
+                ]
+            ),
             cwd=ROOT,
             env=env,
             stdout=asyncio.subprocess.PIPE,

@@ -235,9 +235,7 @@ class EnvoyProcess:
         # Envoy's stderr is kept in a file for error messages, unless the access
         # log is to go there: then it is this process's stderr.
         to_stderr = self._access_log_path is None and self._rest.access_log == "stderr"
-        if sys.platform == "linux":
-            # Envoy must not outlive the gateway, however the gateway ends.
-            args = [sys.executable, "-I", die_with_parent.__file__, str(os.getpid()), *args]
+        args = die_with_parent.wrap(args)  # Envoy must not outlive the gateway, however it ends
         with open(self.run_dir / "envoy.stderr", "wb") as stderr:  # noqa: ASYNC230 - opening a file is instant
             self._proc = await asyncio.create_subprocess_exec(
                 *args, stdin=asyncio.subprocess.DEVNULL, stdout=None, stderr=None if to_stderr else stderr
