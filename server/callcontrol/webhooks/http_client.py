@@ -95,6 +95,7 @@ class _Connection(asyncio.Protocol):
         self._head_done = False
         self._stopped_by: Exception | None = None
         self._complete = False
+        self._keep_alive = False
         self._got_bytes = False
 
     # -- asyncio.Protocol ---------------------------------------------------
@@ -125,7 +126,7 @@ class _Connection(asyncio.Protocol):
                 self._fail(stopped_by or InvalidResponse(str(exc) or "malformed response"))
             return
         if self._complete:
-            self._answer(reuse=self._parser.should_keep_alive())
+            self._answer(reuse=self._keep_alive)
         elif not self._head_done and self._head_bytes > HEAD_LIMIT:
             self._fail(InvalidResponse(f"response head longer than {HEAD_LIMIT} bytes"))
 
@@ -177,6 +178,7 @@ class _Connection(asyncio.Protocol):
             self._reset()  # an interim answer (100 Continue, 103 Early Hints): the real one follows
             return
         self._complete = True
+        self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once this returns
 
     # -- our side ------------------------------------------------------------
 
