@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.webhook_backlog [--events 10000] [--rounds 3] [--concurrency 4]
         [--tree label=/path/to/server ...] [--profile DIR]
+    .venv/bin/python -m benchmarks.webhook_backlog --micro [--events 10000] [--rounds 3]
 
 Each round runs, for every tree in turn (interleaved, so load elsewhere on the
 machine hits all alike), a worker process that imports ``callcontrol`` from
@@ -10,7 +11,9 @@ without delivering (the emit cost, CPU per event), then starts the webhook
 service and measures its own CPU (utime + stime of every thread, from /proc)
 until the queue is empty, while a receiver in a process of its own answers
 204 on keep-alive connections. With ``--profile`` the delivery of the first
-round is recorded by py-spy (``--gil``, raw format) for each tree.
+round is recorded by py-spy (``--gil``, raw format) for each tree. ``--micro``
+compares the HTTP clients alone: CPU per POST of aiohttp as the gateway used
+it and of the lean client, 4 in flight, interleaved, in this process.
 """
 
 from __future__ import annotations
@@ -135,6 +138,57 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# -- clients alone: CPU per POST of aiohttp (as the gateway used it) vs the lean client --
+
+
+async def _micro(url: str, posts: int, rounds: int) -> dict[str, list[float]]:
+    import aiohttp
+
+    from callcontrol.webhooks.http_client import WebhookClient
+
+    body = b'{"type":"call.answered","data":{"session_id":"' + b"x" * 120 + b'"}}'
+    headers = {"webhook-id": "evt", "webhook-timestamp": "1700000000", "webhook-signature": "v1," + "a" * 44}
+    in_flight = 4
+
+    async def with_aiohttp() -> None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+        )
+        timeout = aiohttp.ClientTimeout(total=5.0)
+        extra = {"content-type": "application/json", "user-agent": "x", "accept-encoding": "identity"}
+
+        async def one() -> None:
+            for _ in range(posts // in_flight):
+                async with session.post(
+                    url, data=body, headers={**headers, **extra}, timeout=timeout, allow_redirects=False
+                ) as response:
+                    await response.content.read(65536)
+
+        await asyncio.gather(*(one() for _ in range(in_flight)))
+        await session.close()
+
+    async def with_lean() -> None:
+        client = WebhookClient()
+        destination = client.destination(url)
+
+        async def one() -> None:
+            for _ in range(posts // in_flight):
+                await destination.post(body, headers, 5.0)
+
+        await asyncio.gather(*(one() for _ in range(in_flight)))
+        await client.close()
+
+    results: dict[str, list[float]] = {"aiohttp": [], "lean": []}
+    for _ in range(rounds):
+        for name, run in (("aiohttp", with_aiohttp), ("lean", with_lean)):
+            cpu0 = _cpu()
+            await run()
+            results[name].append((_cpu() - cpu0) * 1000 / posts)
+    return results
+
+
 # -- the driver ------------------------------------------------------------------
 
 
@@ -205,6 +259,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--tree", action="append", default=[], help="label=path to a server/ directory")
     parser.add_argument("--profile", help="a directory for py-spy's raw output (first round)")
+    parser.add_argument("--micro", action="store_true", help="the HTTP clients alone, 4 in flight")
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--receiver", action="store_true")
     parser.add_argument("--url")
@@ -217,6 +272,26 @@ def main() -> None:
         print(json.dumps(uvloop.run(_work(args))), flush=True)
         return
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(ROOT / "server")}
+    if args.micro:
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.webhook_backlog", "--receiver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert receiver.stdout is not None
+        assert receiver.stdin is not None
+        url = f"http://127.0.0.1:{receiver.stdout.readline().strip()}/hooks"
+        micro = uvloop.run(_micro(url, args.events, args.rounds))
+        receiver.stdin.close()
+        receiver.wait()
+        for name, values in micro.items():
+            print(
+                f"{name}: CPU ms per POST, median of {args.rounds}: {statistics.median(values):.3f}"
+                f" ({', '.join(f'{v:.3f}' for v in values)})"
+            )
+        return
     receiver = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.webhook_backlog", "--receiver"],
         stdin=subprocess.PIPE,
