@@ -200,6 +200,27 @@ async def test_a_connection_closed_while_idle_is_replaced_without_a_failed_attem
     assert server.connections == 3
 
 
+async def test_a_reused_connection_that_drops_the_request_unanswered_is_retried_once_on_a_new_one(
+    serve: Callable[..., Awaitable[Server]], client: WebhookClient
+) -> None:
+    # The keep-alive race: the receiver gives up on an idle connection just as a request goes out.
+    async def second_request_on_a_connection_is_dropped(
+        request: Request, writer: asyncio.StreamWriter
+    ) -> bool:
+        served = sum(1 for r in server.requests if r.body == b"first")
+        if request.body == b"second" and served == 1 and len(server.requests) == 2:
+            return False  # hang up without a byte of answer
+        writer.write(NO_CONTENT)
+        return True
+
+    server = await serve(second_request_on_a_connection_is_dropped)
+    destination = client.destination(server.url())
+    assert (await destination.post(b"first", HEADERS, 2.0)).status == 204
+    assert (await destination.post(b"second", HEADERS, 2.0)).status == 204
+    assert [r.body for r in server.requests] == [b"first", b"second", b"second"]
+    assert server.connections == 2
+
+
 async def test_two_destinations_on_one_url_do_not_share_connections(
     serve: Callable[..., Awaitable[Server]], client: WebhookClient
 ) -> None:
