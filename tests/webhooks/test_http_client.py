@@ -303,6 +303,16 @@ async def test_a_head_trickled_past_the_limit_is_refused_before_the_deadline(
         await client.destination(server.url()).post(b"{}", HEADERS, 30.0)
 
 
+async def test_a_second_answer_to_one_request_keeps_the_first_and_drops_the_connection(
+    serve: Callable[..., Awaitable[Server]], client: WebhookClient
+) -> None:
+    server = await serve(always(NO_CONTENT + b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"))
+    destination = client.destination(server.url())
+    assert (await destination.post(b"{}", HEADERS, 2.0)).status == 204
+    assert (await destination.post(b"{}", HEADERS, 2.0)).status == 204
+    assert server.connections == 2
+
+
 async def test_closed_before_any_answer_on_a_new_connection_is_a_connection_error(
     serve: Callable[..., Awaitable[Server]], client: WebhookClient
 ) -> None:

@@ -59,8 +59,8 @@ class _Stale(Exception):
     """A connection closed before any byte of the answer came back."""
 
 
-class _EnoughBody(Exception):
-    """More body than we drain: the status stands, the connection is not reused."""
+class _Enough(Exception):
+    """More body than we drain, or bytes after the answer: the status stands, the connection goes."""
 
 
 class Answer:
@@ -120,7 +120,7 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             # httptools wraps what our callbacks raise; they keep it in _stopped_by.
             stopped_by, self._stopped_by = self._stopped_by, None
-            if isinstance(stopped_by, _EnoughBody):
+            if isinstance(stopped_by, _Enough):
                 self._answer(reuse=False)
             else:
                 self._fail(stopped_by or InvalidResponse(str(exc) or "malformed response"))
@@ -147,6 +147,10 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._stop(_Enough())  # a second answer to one request: keep the first, drop the connection
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers += 1
         if self._headers > MAX_HEADERS:
@@ -171,11 +175,12 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > RESPONSE_BODY_LIMIT:
-            self._stop(_EnoughBody())
+            self._stop(_Enough())
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200 and self._status != 101:
             self._reset()  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self._got_bytes = True  # the request arrived: a close now is no stale connection
             return
         self._complete = True
         self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once this returns
