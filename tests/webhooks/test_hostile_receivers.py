@@ -431,6 +431,8 @@ async def test_a_receivers_cookies_never_reach_another_application(receiver: Rec
     [
         pytest.param("http://no-such-host.invalid/hooks", id="unresolvable"),
         pytest.param("http://127.0.0.1:9/hooks", id="refused"),
+        pytest.param("http://:80/hooks", id="no-host"),
+        pytest.param("http://127.0.0.1:99999/hooks", id="port-out-of-range"),
     ],
 )
 async def test_a_receiver_that_cannot_be_reached_is_a_recorded_attempt(healthy: Receiver, url: str) -> None:

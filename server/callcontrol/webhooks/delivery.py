@@ -28,6 +28,7 @@ from callcontrol.webhooks.http_client import (
     USER_AGENT,
     Destination,
     InvalidResponse,
+    InvalidURL,
     WebhookClient,
     printable,
 )
@@ -64,7 +65,7 @@ async def post_webhook(
         answer = await destination.post(body, headers, timeout_s)
     except TimeoutError:
         return AttemptResult(None, f"timeout after {timeout_s:g} s", time.perf_counter() - start)
-    except (OSError, InvalidResponse) as exc:
+    except (OSError, InvalidResponse, InvalidURL) as exc:
         text = str(exc) or type(exc).__name__
         return AttemptResult(None, printable(f"{type(exc).__name__}: {text}"), time.perf_counter() - start)
     return AttemptResult(answer.status, "", time.perf_counter() - start, answer.retry_after)

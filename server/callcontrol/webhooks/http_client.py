@@ -55,6 +55,10 @@ class InvalidResponse(Exception):
     """The receiver answered with something that is not an acceptable HTTP/1.1 response."""
 
 
+class InvalidURL(Exception):
+    """The webhook URL cannot be sent to (no host, a bad port): every attempt fails with this."""
+
+
 class _Stale(Exception):
     """A connection closed before any byte of the answer came back."""
 
@@ -243,10 +247,18 @@ class Destination:
     """One lane's view of one URL: its pool of idle keep-alive connections."""
 
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None) -> None:
-        parsed = URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.raw_host:
-            raise ValueError(f"not an http(s) URL: {printable(url)}")
         self.url = url
+        self._idle: list[_Connection] = []
+        # A URL that cannot work fails each attempt (recorded, retried, given up), never the lane.
+        self._invalid = ""
+        try:
+            parsed = URL(url)
+        except ValueError as exc:
+            self._invalid = str(exc)
+            return
+        if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+            self._invalid = "not an http(s) URL with a host"
+            return
         self._host = parsed.raw_host
         self._port = parsed.port or (443 if parsed.scheme == "https" else 80)
         self._ssl = ssl_context if parsed.scheme == "https" else None
@@ -265,10 +277,11 @@ class Destination:
             token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode()
             head.append(f"authorization: Basic {token}")
         self._head = ("\r\n".join(head) + "\r\n").encode()
-        self._idle: list[_Connection] = []
 
     async def post(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Answer:
-        """One attempt; raises ``TimeoutError``, ``OSError`` or ``InvalidResponse``."""
+        """One attempt; raises ``TimeoutError``, ``OSError``, ``InvalidResponse`` or ``InvalidURL``."""
+        if self._invalid:
+            raise InvalidURL(self._invalid)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         parts = [self._head]
