@@ -14,16 +14,14 @@ import logging
 import sqlite3
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from types import SimpleNamespace
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from callcontrol.webhooks import DeliveryStatus, RetryPolicy, WebhookService
-from callcontrol.webhooks.delivery import default_session
+from callcontrol.webhooks.http_client import Answer, Destination, WebhookClient
 
 from .conftest import (
     FAST_RETRY,
@@ -161,21 +159,22 @@ async def test_two_apps_on_one_url_do_not_wait_for_each_other(receiver: Receiver
 # -- an attempt that raises --------------------------------------------------------
 
 
-def _session_that_raises_for(marker: str) -> aiohttp.ClientSession:
-    """The real default session, plus a request hook that raises for URLs containing ``marker``."""
+class _RaisingDestination(Destination):
+    async def post(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Answer:
+        raise RuntimeError("a bug nobody foresaw")
 
-    async def on_request_start(
-        _session: aiohttp.ClientSession, _ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams
-    ) -> None:
-        if marker in str(params.url):
-            raise RuntimeError("a bug nobody foresaw")
 
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(on_request_start)
-    session = default_session()
-    session.trace_configs.append(trace)
-    trace.freeze()
-    return session
+class _ClientThatRaisesFor(WebhookClient):
+    """The real client, except that attempts to URLs containing ``marker`` raise."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self._marker = marker
+
+    def destination(self, url: str) -> Destination:
+        if self._marker in url:
+            return _RaisingDestination(url, None)
+        return super().destination(url)
 
 
 async def test_an_attempt_that_raises_is_logged_recorded_and_given_up_within_budget(
@@ -185,7 +184,7 @@ async def test_an_attempt_that_raises_is_logged_recorded_and_given_up_within_bud
         app("poisoned", f"{receiver.url}?tenant=poisoned"), app("healthy", healthy.url), max_attempts=3
     )
     service = WebhookService(
-        config, retry=FAST_RETRY, session_factory=lambda: _session_that_raises_for("poisoned")
+        config, retry=FAST_RETRY, session_factory=lambda: _ClientThatRaisesFor("poisoned")
     )
     event = answered("poisoned", session_id())
     with caplog.at_level(logging.ERROR, logger="callcontrol.webhooks"):
@@ -432,6 +431,8 @@ async def test_a_receivers_cookies_never_reach_another_application(receiver: Rec
     [
         pytest.param("http://no-such-host.invalid/hooks", id="unresolvable"),
         pytest.param("http://127.0.0.1:9/hooks", id="refused"),
+        pytest.param("http://:80/hooks", id="no-host"),
+        pytest.param("http://127.0.0.1:99999/hooks", id="port-out-of-range"),
     ],
 )
 async def test_a_receiver_that_cannot_be_reached_is_a_recorded_attempt(healthy: Receiver, url: str) -> None:

@@ -268,6 +268,61 @@ def test_an_unknown_schema_version_is_refused(tmp_path: Path) -> None:
         SqliteOutbox(str(path))
 
 
+# The deliveries table as schema version 1 wrote it (gateways before issue 9's second pass).
+_V1_DELIVERIES = """
+CREATE TABLE deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, event_type TEXT NOT NULL,
+    app_id TEXT NOT NULL, session_id TEXT NOT NULL, body BLOB NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')), head INTEGER NOT NULL,
+    created_at REAL NOT NULL, next_attempt_at REAL NOT NULL, round_started_at REAL NOT NULL,
+    round_attempts INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    last_status_code INTEGER, last_error TEXT NOT NULL DEFAULT '', finished_at REAL
+);
+CREATE TABLE attempts (
+    delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL, started_at REAL NOT NULL, url TEXT NOT NULL, status_code INTEGER,
+    error TEXT NOT NULL, latency_ms REAL NOT NULL, outcome TEXT NOT NULL,
+    PRIMARY KEY (delivery_seq, attempt)
+) WITHOUT ROWID;
+INSERT INTO deliveries VALUES
+    (7, 'done', 'call.answered', 'a', 's1', x'7b7d', 'delivered', 0, 1, 1, 1, 1, 1, 200, '', 2),
+    (9, 'next', 'call.hangup', 'a', 's1', x'7b7d', 'pending', 1, 1, 1, 1, 0, 0, NULL, '', NULL);
+INSERT INTO attempts VALUES (7, 1, 1.5, 'http://r/hooks', 200, '', 1.5, 'delivered');
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_outbox_is_migrated_with_its_rows_attempts_and_order(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.executescript(_V1_DELIVERIES)
+    db.close()
+    box = SqliteOutbox(str(path))
+    try:
+        assert box._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert (
+            "AUTOINCREMENT"
+            not in box._db.execute("SELECT sql FROM sqlite_master WHERE name = 'deliveries'").fetchone()[0]
+        )
+        assert box._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        done = box.get("a", "done")
+        assert done is not None
+        assert (done.seq, done.status, [a.status_code for a in done.attempts]) == (
+            7,
+            DeliveryStatus.DELIVERED,
+            [200],
+        )
+        assert _due_ids(box) == ["next"]
+        box.add(_new("later", session="s1"))
+        assert box.get("a", "later").seq == 10  # type: ignore[union-attr]
+        box.record_attempt(9, _attempt(Outcome.DELIVERED), last_error="")
+        assert _due_ids(box) == ["later"]  # the session's order survived the rebuild
+        assert box.prune(DeliveryStatus.DELIVERED, 1000.0, 10) == 2
+        assert box._db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0  # cascades still
+    finally:
+        box.close()
+
+
 def test_hot_path_statements_seek_indexes_and_never_scan(sqlite_outbox: SqliteOutbox) -> None:
     statements: list[str] = []
     for i in range(50):

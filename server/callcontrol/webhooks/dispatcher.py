@@ -38,9 +38,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
-
 from callcontrol.webhooks.delivery import AttemptResult, post_webhook
+from callcontrol.webhooks.http_client import Destination, WebhookClient
 from callcontrol.webhooks.metrics import WebhookMetrics
 from callcontrol.webhooks.outbox import AttemptRecord, DueDelivery, Outbox, Outcome
 from callcontrol.webhooks.retry import Decision, RetryPolicy, decide
@@ -82,7 +81,6 @@ class Lane:
     def __init__(self, route: Route, shared: _Shared) -> None:
         self.route = route
         self._shared = shared
-        self._timeout = aiohttp.ClientTimeout(total=shared.settings.request_timeout_s)
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._deadline = 0.0  # loop time by which attempts in flight must end
@@ -111,12 +109,13 @@ class Lane:
         self._stopped.set()
         self._wake.set()
 
-    async def run(self, session: aiohttp.ClientSession) -> None:
+    async def run(self, client: WebhookClient) -> None:
+        destination = client.destination(self.route.url)
         try:
             while not self._stopped.is_set():
                 self._wake.clear()
                 try:
-                    self._claim(session)
+                    self._claim(destination)
                     await self._sleep()
                     self._claim_errors = 0
                 except Exception:
@@ -135,6 +134,7 @@ class Lane:
                 task.cancel()
             if leftover:
                 await asyncio.gather(*leftover, return_exceptions=True)
+            destination.close()
 
     def _error_delay(self, errors: int) -> float:
         """Backoff after the outbox failed ``errors`` times in a row (no jitter: one lane)."""
@@ -147,13 +147,15 @@ class Lane:
             async with asyncio.timeout(delay):
                 await self._stopped.wait()
 
-    def _claim(self, session: aiohttp.ClientSession) -> None:
+    def _claim(self, destination: Destination) -> None:
         free = self._shared.settings.concurrency - len(self._in_flight)
         if free <= 0:
             return
         due = self._shared.outbox.due(self.app_id, self._shared.clock(), free, self._in_flight.keys())
         for delivery in due:
-            task = asyncio.create_task(self._attempt(session, delivery), name=f"webhook-{delivery.event_id}")
+            task = asyncio.create_task(
+                self._attempt(destination, delivery), name=f"webhook-{delivery.event_id}"
+            )
             self._in_flight[delivery.seq] = task
             self._shared.metrics.in_flight.inc()
             task.add_done_callback(functools.partial(self._finished, delivery.seq, delivery.event_id))
@@ -178,13 +180,15 @@ class Lane:
                 return
         await self._wake.wait()
 
-    async def _attempt(self, session: aiohttp.ClientSession, delivery: DueDelivery) -> None:
+    async def _attempt(self, destination: Destination, delivery: DueDelivery) -> None:
         """Send once and record it; nothing raised here leaves the lane."""
         started = self._shared.clock()
         clock_start = time.perf_counter()
         try:
             headers = webhook_headers(delivery.event_id, int(started), delivery.body, self.route.keys)
-            result = await post_webhook(session, self.route.url, delivery.body, headers, self._timeout)
+            result = await post_webhook(
+                destination, delivery.body, headers, self._shared.settings.request_timeout_s
+            )
         except Exception as exc:
             log.exception("webhook %s for %s: the attempt raised", delivery.event_id, self.app_id)
             result = AttemptResult(
@@ -312,7 +316,7 @@ class Dispatcher:
         for lane in self._lanes:
             lane.stop(deadline)
 
-    async def run(self, session: aiohttp.ClientSession) -> None:
+    async def run(self, client: WebhookClient) -> None:
         async with asyncio.TaskGroup() as group:
             for lane in self._lanes:
-                group.create_task(lane.run(session), name=f"webhook-lane-{lane.app_id}")
+                group.create_task(lane.run(client), name=f"webhook-lane-{lane.app_id}")

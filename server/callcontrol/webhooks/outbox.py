@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import IO, Final, Protocol
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _CHECKPOINT_EVERY: Final = 200
 # A safety valve: under a sustained burst the background checkpoint never
 # catches up with the writer, and the WAL only restarts once it has; past this
@@ -63,10 +63,13 @@ _INLINE_CHECKPOINT_PAGES: Final = 10000
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = f"""
-BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS deliveries (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+# ``seq`` is the rowid (no AUTOINCREMENT): a new row takes max(seq) + 1, so emit order
+# within a session holds, and each commit of ``add`` skips the sqlite_sequence page (one
+# of the seven WAL pages it wrote). A seq can come back only after the newest rows were
+# pruned, and pruning deletes their attempts with them.
+_DELIVERIES = """
+CREATE TABLE IF NOT EXISTS {name} (
+    seq              INTEGER PRIMARY KEY,
     event_id         TEXT    NOT NULL UNIQUE,
     event_type       TEXT    NOT NULL,
     app_id           TEXT    NOT NULL,
@@ -83,6 +86,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error       TEXT    NOT NULL DEFAULT '',
     finished_at      REAL
 );
+"""
+
+_INDEXES = """
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (app_id, next_attempt_at, seq)
     WHERE status = 'pending' AND head = 1;
 CREATE INDEX IF NOT EXISTS deliveries_session ON deliveries (app_id, session_id, seq)
@@ -90,6 +96,12 @@ CREATE INDEX IF NOT EXISTS deliveries_session ON deliveries (app_id, session_id,
 CREATE INDEX IF NOT EXISTS deliveries_listing ON deliveries (app_id, status, seq);
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (status, finished_at)
     WHERE status != 'pending';
+"""
+
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
+{_DELIVERIES.format(name="deliveries")}
+{_INDEXES}
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
     attempt      INTEGER NOT NULL,
@@ -104,6 +116,21 @@ CREATE TABLE IF NOT EXISTS attempts (
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
+
+# Version 1 had ``seq INTEGER PRIMARY KEY AUTOINCREMENT``; SQLite cannot drop that in place,
+# so the table is rebuilt (its documented 12-step way: foreign keys off around it, or dropping
+# the old table would cascade into attempts). One transaction: a crash leaves version 1.
+_MIGRATE_FROM_1 = f"""
+BEGIN IMMEDIATE;
+{_DELIVERIES.format(name="deliveries_v2")}
+INSERT INTO deliveries_v2 SELECT * FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v2 RENAME TO deliveries;
+DELETE FROM sqlite_sequence WHERE name = 'deliveries';
+{_INDEXES}
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""  # noqa: S608 - formatted from constants only
 
 _DETAIL_COLUMNS = (
     "seq, event_id, event_type, app_id, session_id, status, created_at, attempts, "
@@ -349,10 +376,21 @@ class SqliteOutbox:
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise OutboxError(f"outbox schema version {version}; this gateway knows {SCHEMA_VERSION}")
         if version == 0:
             self._db.executescript(_SCHEMA)
+        elif version == 1:
+            self._db.execute("PRAGMA foreign_keys = OFF")
+            try:
+                self._db.executescript(_MIGRATE_FROM_1)
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._db.execute("PRAGMA foreign_keys = ON")
+            log.info("outbox %s: schema migrated from version 1 to %d", self.path, SCHEMA_VERSION)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

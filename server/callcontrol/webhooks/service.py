@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 
-import aiohttp
 from prometheus_client import CollectorRegistry
 
 from callcontrol.config import ConfigError, GatewayConfig, replica_id
@@ -35,6 +34,7 @@ from callcontrol.events import LifecycleEvent
 from callcontrol.webhooks.catalogue import encode_body
 from callcontrol.webhooks.delivery import default_session
 from callcontrol.webhooks.dispatcher import DeliverySettings, Dispatcher, Route
+from callcontrol.webhooks.http_client import WebhookClient
 from callcontrol.webhooks.leases import Leases
 from callcontrol.webhooks.metrics import WebhookMetrics
 from callcontrol.webhooks.outbox import (
@@ -88,7 +88,7 @@ class WebhookService:
         self,
         config: GatewayConfig,
         *,
-        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        session_factory: Callable[[], WebhookClient] | None = None,
         retry: RetryPolicy | None = None,
         durable_sync: bool = False,
         clock: Callable[[], float] = time.time,
