@@ -27,6 +27,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
+def system_seconds(pid: int) -> float:
+    """System (kernel) CPU seconds of the process so far: the stime part of `cpu_seconds`."""
+    return int(_stat_fields(pid)[12]) * _TICK_S
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size in kB."""
     resident_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
