@@ -82,6 +82,27 @@ async def _drained(side: Side) -> None:
     await side.metrics.drained()
 
 
+async def _spy(side: Side, out: Path, native: bool) -> asyncio.subprocess.Process:
+    assert side.gateway is not None
+    recorder = await asyncio.create_subprocess_exec(
+        str(REPO / ".venv/bin/py-spy"),
+        *("record", "--pid", str(side.gateway.pid), "--gil", "--threads"),
+        *(() if native else ("--nonblocking",)),
+        *("--format", "raw", "--rate", "250", "-o", str(out)),
+        *(("--native",) if native else ()),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)  # attached
+    return recorder
+
+
+async def _stop_spy(recorder: asyncio.subprocess.Process | None) -> None:
+    if recorder is not None:
+        recorder.send_signal(signal.SIGINT)
+        await recorder.wait()
+
+
 async def lifecycle(
     side: Side, app: Child, rate: float, seconds: float, spy: Path | None, native: bool = False
 ) -> None:
@@ -91,19 +112,7 @@ async def lifecycle(
     n = max(1, round(rate * seconds))
     await app.call("react", address=side.setup.grpc, app_id=APP_ID, api_key=side.setup.api_key)
     await app.call("reset")
-    recorder = None
-    if spy is not None:
-        out = spy / f"{side.name}.txt"
-        recorder = await asyncio.create_subprocess_exec(
-            str(REPO / ".venv/bin/py-spy"),
-            *("record", "--pid", str(side.gateway.pid), "--gil", "--threads"),
-            *(() if native else ("--nonblocking",)),
-            *("--format", "raw", "--rate", "250", "-o", str(out)),
-            *(("--native",) if native else ()),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await asyncio.sleep(1.0)
+    recorder = await _spy(side, spy / f"{side.name}-calls.txt", native) if spy is not None else None
     before, system, ctxt = side.cpu(), side.system(), _ctxt(side.gateway.pid)
     await side.sim.call("place", n=n, rate=rate, app_id=APP_ID)
     await app.call("wait_complete", n=n, wait_s=30.0)
@@ -112,9 +121,7 @@ async def lifecycle(
     if spent > 0:
         side.system_share.append((side.system() - system) / spent)
     switches = {name: count - ctxt.get(name, 0) for name, count in after.items()}
-    if recorder is not None:
-        recorder.send_signal(signal.SIGINT)
-        await recorder.wait()
+    await _stop_spy(recorder)
     complete = (await app.call("stats"))["complete_calls"]
     await app.call("react")
     if complete:
@@ -127,13 +134,20 @@ async def lifecycle(
 
 
 async def pairs(
-    side: Side, app: Child, loadgen: Child, pool_size: int, in_flight: int, seconds: float
+    side: Side,
+    app: Child,
+    loadgen: Child,
+    pool_size: int,
+    in_flight: int,
+    seconds: float,
+    spy: Path | None = None,
 ) -> None:
     assert side.setup is not None
     assert side.sim is not None
     placed = await side.sim.call("place", n=pool_size, rate=300.0, app_id=APP_ID)
     await app.call("wait_sessions", session_ids=placed["session_ids"], wait_s=60.0)
     await _drained(side)
+    recorder = await _spy(side, spy / f"{side.name}-pairs.txt", False) if spy is not None else None
     before = side.cpu()
     result = await loadgen.call(
         "grpc_commands",
@@ -147,6 +161,7 @@ async def pairs(
     )
     await _drained(side)
     spent = side.cpu() - before
+    await _stop_spy(recorder)
     if result["requests"]:
         side.command_ms.append(spent * 1000 / result["requests"])
         side.pairs_per_s.append(result["requests"] / 2 / result["seconds"])
@@ -195,7 +210,7 @@ async def main_async(args: argparse.Namespace) -> None:
                         spy = args.spy if round_ == 0 else None
                         await lifecycle(side, app, args.rate, args.seconds, spy, args.native)
                         if args.pair_seconds > 0:
-                            await pairs(side, app, loadgen, args.pool, args.in_flight, args.pair_seconds)
+                            await pairs(side, app, loadgen, args.pool, args.in_flight, args.pair_seconds, spy)
                     print(
                         f"round {round_ + 1}: "
                         + "  ".join(
