@@ -52,6 +52,7 @@ class Side:
     ctxt_per_call: list[float] = field(default_factory=list)
     ctxt_by_thread: dict[str, list[float]] = field(default_factory=dict)
     system_share: list[float] = field(default_factory=list)
+    cpu_by_thread: dict[str, list[float]] = field(default_factory=dict)
 
     def cpu(self) -> float:
         assert self.gateway is not None
@@ -61,6 +62,18 @@ class Side:
         """System (kernel) CPU seconds: syscalls, wake-ups, context switches."""
         assert self.gateway is not None
         return procstat.system_seconds(self.gateway.pid)
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (utime + stime) of ``pid``'s threads, by thread name ("main" for the loop's)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            text = (task / "stat").read_text()
+            fields = text[text.rindex(")") + 2 :].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) * procstat.TICK_S
+    return out
 
 
 def _ctxt(pid: int) -> dict[str, int]:
@@ -114,6 +127,7 @@ async def lifecycle(
     await app.call("reset")
     recorder = await _spy(side, spy / f"{side.name}-calls.txt", native) if spy is not None else None
     before, system, ctxt = side.cpu(), side.system(), _ctxt(side.gateway.pid)
+    threads = _thread_cpu(side.gateway.pid)
     await side.sim.call("place", n=n, rate=rate, app_id=APP_ID)
     await app.call("wait_complete", n=n, wait_s=30.0)
     await _drained(side)
@@ -121,6 +135,7 @@ async def lifecycle(
     if spent > 0:
         side.system_share.append((side.system() - system) / spent)
     switches = {name: count - ctxt.get(name, 0) for name, count in after.items()}
+    thread_spent = {name: cpu - threads.get(name, 0.0) for name, cpu in _thread_cpu(side.gateway.pid).items()}
     await _stop_spy(recorder)
     complete = (await app.call("stats"))["complete_calls"]
     await app.call("react")
@@ -129,6 +144,8 @@ async def lifecycle(
         side.ctxt_per_call.append(sum(switches.values()) / complete)
         for name, count in switches.items():
             side.ctxt_by_thread.setdefault(name, []).append(count / complete)
+        for name, seconds in thread_spent.items():
+            side.cpu_by_thread.setdefault(name, []).append(seconds * 1000 / complete)
     if complete < n:
         print(f"  {side.name}: only {complete} of {n} calls complete", flush=True)
 
@@ -239,6 +256,7 @@ async def main_async(args: argparse.Namespace) -> None:
             "ctxt_per_call": side.ctxt_per_call,
             "ctxt_by_thread": side.ctxt_by_thread,
             "system_share": side.system_share,
+            "cpu_by_thread": side.cpu_by_thread,
         }
         print(
             f"  {side.name}: per call at {args.rate:g}/s {_summary(side.call_ms)}; "
@@ -249,6 +267,8 @@ async def main_async(args: argparse.Namespace) -> None:
             n: statistics.median(v) for n, v in side.ctxt_by_thread.items() if statistics.median(v) >= 0.5
         }
         print(f"    system CPU share {_summary(side.system_share)}")
+        cpu = {n: statistics.median(v) for n, v in side.cpu_by_thread.items() if statistics.median(v) >= 0.05}
+        print("    CPU ms per call by thread: " + ", ".join(f"{n} {v:.2f}" for n, v in sorted(cpu.items())))
         print(
             "    context switches per call by thread: "
             + ", ".join(f"{n} {v:.1f}" for n, v in sorted(by_thread.items()))

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+TICK_S = _TICK_S  # seconds per clock tick in /proc's CPU times
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
