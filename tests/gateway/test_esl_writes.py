@@ -79,3 +79,32 @@ async def test_a_write_the_socket_does_not_take_whole_goes_on_in_order(
     # Replies are positional: each reached its own command.
     assert replies == [f"+OK {index}" for index in range(sent + 2)]
     await peer.finish()
+
+
+async def test_ended_calls_leave_no_descriptor_open(
+    gateway: Gateway, simulator: FreeSwitchSimulator, events: Subscription
+) -> None:
+    """Each call's socket is closed once (by its reader) when the call ends: no file object or
+    second reference keeps a descriptor, and none is closed twice."""
+    import os
+
+    async def settled() -> int:
+        deadline = asyncio.get_running_loop().time() + 5
+        while gateway.link._sessions:
+            assert asyncio.get_running_loop().time() < deadline, "sessions still open"
+            await asyncio.sleep(0.01)
+        return len(os.listdir("/proc/self/fd"))
+
+    warm = await connected(simulator, events)  # listeners, loops and pools exist from here on
+    await warm.caller_hangup()
+    await warm.wait_closed()
+    before = await settled()
+    calls = [await connected(simulator, events) for _ in range(20)]
+    for call in calls:
+        await call.caller_hangup()
+    for call in calls:
+        await call.wait_closed()
+    deadline = asyncio.get_running_loop().time() + 5
+    while (now := await settled()) > before:
+        assert asyncio.get_running_loop().time() < deadline, f"{now - before} descriptors left open"
+        await asyncio.sleep(0.01)
