@@ -273,6 +273,12 @@ async def main_async(args: argparse.Namespace) -> None:
             "    context switches per call by thread: "
             + ", ".join(f"{n} {v:.1f}" for n, v in sorted(by_thread.items()))
         )
+    base, head = sides
+    for what, label in (("call_ms", "per call"), ("command_ms", "per command")):
+        measured = list(zip(getattr(base, what), getattr(head, what), strict=False))
+        if measured:
+            ratios = sorted(h / b for b, h in measured if b)
+            print(f"  head/base {label}, per round: {', '.join(f'{r:.3f}' for r in ratios)}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -61,3 +61,13 @@ def test_generated_config_passes_the_gateways_strict_loader(tmp_path: Path) -> N
     assert app.webhook_secrets
     # The outbox is a file (durable, as in production), inside the run directory.
     assert Path(cfg.webhooks.outbox_path).parent == tmp_path
+
+
+def test_system_seconds_are_the_kernel_part_of_cpu_seconds() -> None:
+    before = procstat.system_seconds(os.getpid())
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        os.stat("/")  # a syscall per turn: some of it is kernel time
+    system = procstat.system_seconds(os.getpid())
+    assert system > before
+    assert system <= procstat.cpu_seconds(os.getpid())
