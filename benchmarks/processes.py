@@ -17,10 +17,11 @@ Json = dict[str, Any]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def child_env() -> dict[str, str]:
+def child_env(server: Path | None = None) -> dict[str, str]:
+    """The children's environment; ``server``: another tree's gateway code (A/B runs)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, (str(REPO), str(REPO / "server"), env.get("PYTHONPATH")))
+        filter(None, (str(server or REPO / "server"), str(REPO), str(REPO / "server"), env.get("PYTHONPATH")))
     )
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -108,9 +109,10 @@ class GatewayProcess:
 
     BANNER = "call-control gateway is running"
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, server: Path | None = None) -> None:
         self._config = config
         self._log_path = log_path
+        self._server = server
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
 
@@ -133,7 +135,7 @@ class GatewayProcess:
                 str(self._config),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
-                env=child_env(),
+                env=child_env(self._server),
                 cwd=REPO,
             )
         assert self._proc.stdout is not None

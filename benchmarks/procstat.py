@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+TICK_S = _TICK_S  # seconds per clock tick in /proc's CPU times
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -25,6 +26,11 @@ def cpu_seconds(pid: int) -> float:
     fields = _stat_fields(pid)
     # After the name: state(3) ppid(4) ... utime(14) stime(15), here 0-based from state.
     return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def system_seconds(pid: int) -> float:
+    """System (kernel) CPU seconds of the process so far: the stime part of `cpu_seconds`."""
+    return int(_stat_fields(pid)[12]) * _TICK_S
 
 
 def rss_kb(pid: int) -> int:

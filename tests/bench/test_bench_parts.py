@@ -132,3 +132,13 @@ def test_cluster_summary_sums_and_lists_every_replica_and_redis() -> None:
     # One replica too: its parts listed, not only summed.
     assert texts[3] == "31.00 ms at 10 calls/s (replica-1 25.00, redis 6.00; others: app 5.00)"
     assert texts[4] == "skipped: time budget"
+
+
+def test_system_seconds_are_the_kernel_part_of_cpu_seconds() -> None:
+    before = procstat.system_seconds(os.getpid())
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        os.stat("/")  # a syscall per turn: some of it is kernel time
+    system = procstat.system_seconds(os.getpid())
+    assert system > before
+    assert system <= procstat.cpu_seconds(os.getpid())

@@ -52,3 +52,16 @@ def _handlers_done(server: object) -> bool:
         isinstance(obj, gevent.Greenlet) and not obj.dead and obj._run is _handle_and_close_when_done
         for obj in gc.get_objects()
     )
+
+
+async def test_a_live_call_holds_no_file_object_over_its_socket(
+    gateway: Gateway, simulator: FreeSwitchSimulator, events: Subscription
+) -> None:
+    """greenswitch's constructor builds a makefile() reader that nothing reads; none is built."""
+    import io
+
+    call = await simulator.place_call()
+    await next_event(events, CallInitiated, call.uuid)
+    session = gateway.control._calls[call.uuid].channel._session
+    assert not isinstance(session.sock_file, io.IOBase)
+    assert session.sock.fileno() >= 0  # the socket itself is the call's

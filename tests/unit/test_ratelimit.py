@@ -110,3 +110,15 @@ def test_the_client_address_is_the_peer_or_envoys_last_hop(
     peer: str, forwarded: str | None, expected: str
 ) -> None:
     assert client_address(peer, forwarded) == expected
+
+
+def test_a_long_forwarded_header_is_read_but_never_kept() -> None:
+    from callcontrol.api import client_address as module
+
+    kept = module._address_text.cache_info().currsize
+    padded = " " * 1000 + "203.0.113.77"
+    assert client_address("ipv4:127.0.0.1:4000", "198.51.100.1," + padded) == "203.0.113.77"
+    # The same short address is remembered; the client's long text is not.
+    assert module._address_text.cache_info().currsize == kept
+    assert client_address("ipv4:127.0.0.1:4000", "203.0.113.77") == "203.0.113.77"
+    assert module._address_text.cache_info().currsize == kept + 1

@@ -10,6 +10,7 @@ remote gRPC caller cannot pick its own address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 FORWARDED_FOR = "x-forwarded-for"
@@ -32,14 +33,36 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def client_address(peer: str, forwarded_for: str | None) -> str:
-    """The client's address as text (normalised), or the raw peer if it is not an IP."""
+# Every RPC asks, and parsing an address costs more than the rest of the interceptor's checks;
+# a connection's peer repeats, and so does the address Envoy saw for one client. Only short
+# texts are kept (an address is at most 45 characters), so a client cannot fill the cache.
+_CACHED_CHARS = 64
+
+
+@functools.lru_cache(maxsize=1024)
+def _peer_address(peer: str) -> tuple[str, bool]:
+    """The peer's address as text and whether it is loopback (the raw host if not an IP)."""
     host = _peer_host(peer)
     peer_ip = _ip(host)
     if peer_ip is None:
-        return host  # a unix socket: local, one bucket
-    if peer_ip.is_loopback and forwarded_for:
-        last = _ip(forwarded_for.rpartition(",")[2])
+        return host, False  # a unix socket: local, one bucket
+    return str(peer_ip), peer_ip.is_loopback
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_text(text: str) -> str | None:
+    ip = _ip(text)
+    return None if ip is None else str(ip)
+
+
+def client_address(peer: str, forwarded_for: str | None) -> str:
+    """The client's address as text (normalised), or the raw peer if it is not an IP."""
+    address, loopback = _peer_address(peer) if len(peer) <= _CACHED_CHARS else _peer_address.__wrapped__(peer)
+    if loopback and forwarded_for:
+        last_hop = forwarded_for.rpartition(",")[2]
+        last = (
+            _address_text(last_hop) if len(last_hop) <= _CACHED_CHARS else _address_text.__wrapped__(last_hop)
+        )
         if last is not None:
-            return str(last)
-    return str(peer_ip)
+            return last
+    return address

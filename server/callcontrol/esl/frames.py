@@ -143,14 +143,17 @@ class Headers(Mapping[str, str]):
         self._set_pairs(tuple((str(k), str(v)) for k, v in items))
 
     @classmethod
-    def _lazy(cls, block: bytes, *, decode_values: bool) -> Headers:
-        """Headers of a checked header block (see `_check_header_lines`), decoded when read."""
+    def _lazy(cls, block: bytes, *, decode_values: bool, lowered: bytes | None = None) -> Headers:
+        """Headers of a checked header block (see `_check_header_lines`), decoded when read.
+
+        ``lowered`` is ``block.lower()`` if the caller has it already.
+        """
         if not block.isascii():
             # A name search is byte-wise; str.lower() of non-ASCII names may differ from it.
             return cls(_header_pairs(block, decode_values=decode_values))
         self = cls.__new__(cls)
         self._block = block
-        self._lowered = None
+        self._lowered = lowered
         self._cache = {}
         self._decode_values = decode_values
         return self
@@ -266,7 +269,8 @@ def _raw_header(block: bytes, name: bytes, lowered: bytes | None = None) -> byte
 
 # Every byte but colon and LF: deleted to leave a block's skeleton (see `_check_header_lines`).
 _NOT_COLON_OR_LF: Final = bytes(b for b in range(256) if b not in b":\n")
-_BLANK_NAME_STARTS: Final = (b"\n ", b"\n\t", b"\n\r", b"\n\x0b", b"\n\x0c", b"\n:")
+# A line that starts with a blank or a colon (a blank name): one pass, not one `in` per byte.
+_BLANK_NAME_START: Final = re.compile(rb"\n[ \t\r\x0b\x0c:]")
 
 
 def _check_header_lines(block: bytes) -> None:
@@ -282,7 +286,7 @@ def _check_header_lines(block: bytes) -> None:
         and not skeleton.endswith(b"\n")
         and b"\n\n" not in skeleton
         and block[0] not in b" \t\r\x0b\x0c:"
-        and not any(start in block for start in _BLANK_NAME_STARTS)
+        and _BLANK_NAME_START.search(block) is None
     ):
         return
     for raw_line in block.split(b"\n"):
@@ -434,10 +438,11 @@ def parse_event_plain(body: bytes) -> Event:
     """Parse the body of a ``text/event-plain`` frame (URL-encoded headers, optional inner body)."""
     match = _FRAME_HEAD_END.search(body)
     block, rest = (body[: match.start()], body[match.end() :]) if match else (body, b"")
-    if _raw_header(block, b"content-length") is None:
+    lowered = block.lower()  # one copy for the length lookup here and every later one
+    if _raw_header(block, b"content-length", lowered) is None:
         # The common case: no inner body, headers decoded when read.
         _check_header_lines(block)
-        return Event(Headers._lazy(block, decode_values=True), b"")
+        return Event(Headers._lazy(block, decode_values=True, lowered=lowered), b"")
     pairs = _header_pairs(block, decode_values=True)
     # The inner body lies inside this one: a longer length is a lie, however it is written.
     length = _content_length(pairs, len(body))

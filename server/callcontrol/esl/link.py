@@ -2,8 +2,10 @@
 
 This is the one place where the gevent thread and the asyncio loop meet.
 
-* asyncio → gevent: ``CallChannel.send`` hands an encoded frame to the gevent
-  hub with ``loop.run_callback_threadsafe`` (a thread-safe wake-up, no polling).
+* asyncio → gevent: ``CallChannel.send`` writes a command to the call's socket
+  from the loop thread itself (a wake-up of the gevent thread per command cost
+  more than the write); only the rest of a write the socket did not take whole,
+  and a close, go to the gevent hub with ``run_callback_threadsafe``.
 * gevent → asyncio: everything a socket yields (replies, events, disconnect
   notices, the close) is posted with ``call_soon_threadsafe`` in the order it
   came off the wire, and delivered to the ``LinkHandler`` synchronously in
@@ -42,6 +44,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -157,11 +160,24 @@ class CallChannel:
 
         started = loop.time()
         timer = loop.call_later(self._link.reply_timeout, expire)
-        self._link.submit_nowait(self._session.write_nowait, frame, settle)
+        self._session.write_from_loop(frame, settle)
 
     def close(self) -> None:
         """Drop the TCP connection (FreeSWITCH continues the dialplan)."""
         self._link.submit_nowait(self._session.abort, "closed by the gateway")
+
+
+class _NoFile:
+    def close(self) -> None:
+        pass
+
+
+class _SocketForConstructor:
+    """What greenswitch's OutboundSession constructor gets as its socket: it only calls
+    makefile() on it (see `_Session.__init__`)."""
+
+    def makefile(self, mode: str) -> _NoFile:
+        return _NoFile()
 
 
 class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
@@ -180,15 +196,23 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         self._delivered = 0
         self._reader_waiting = False
         self._handled = gevent.event.Event()
+        # The loop thread writes a live call's commands itself (`write_from_loop`): waking the
+        # gevent thread for each one cost a wake-up and a GIL hand-over each way. The lock
+        # orders those writes against the reader's close, so none can reach a descriptor that
+        # was closed and reused; `_loop_writes` is set once set-up is over (the gevent side
+        # writes until then) and cleared for good by a write the socket did not take whole.
+        self._fd_lock = threading.Lock()
+        self._loop_writes = False
         self._tokens = float(_READ_BURST_BYTES)
         self._tokens_at = time.monotonic()
         self._closed = gevent.event.Event()
         self._close_reason = "connection closed by FreeSWITCH"
         self.connected: bool = False  # greenswitch sets it True once the socket is adopted
-        super().__init__(address, sock)
-        # greenswitch's makefile() reader is never read (our reader uses recv): its 8 kB buffer
-        # goes now. Closing it leaves the socket open (it only drops the file's reference).
-        self.sock_file.close()
+        # greenswitch's constructor opens a makefile() reader that is never read (our reader
+        # uses recv): it gets a stand-in whose file is nothing, which saves building a SocketIO
+        # and an 8 kB buffer per call, and the real socket right after.
+        super().__init__(address, _SocketForConstructor())
+        self.sock = sock
 
     # -- greenswitch hooks ------------------------------------------------
     def start_event_handlers(self) -> None:
@@ -251,6 +275,45 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                 self._write_lock.release()
         gevent.spawn(self._send_rest, rest)
 
+    def write_from_loop(self, frame: bytes, slot: ReplyCallback) -> None:
+        """`write` from the loop thread: the socket is written here, without waking the hub.
+
+        A command is a few hundred bytes and the kernel's send buffer takes it at once; what it
+        does not take (a peer that stopped reading) goes to the gevent side, and so does every
+        later command of the call, in order behind it.
+        """
+        with self._fd_lock:
+            if not self._loop_writes:
+                # Set-up not over (never, for a call the loop knows of), or a rest under way.
+                self._link.submit_nowait(self.write_nowait, frame, slot)
+                return
+            if not self.connected:
+                self._fail(slot, "connection closed")
+                return
+            self._pending.append(slot)  # before the bytes: the reply cannot come first
+            try:
+                sent = os.write(self.sock.fileno(), frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._link.submit_nowait(self.abort, f"write failed: {exc}")
+                return
+            if sent < len(frame):
+                self._loop_writes = False
+                self._link.submit_nowait(self._write_rest, frame[sent:])
+
+    def _write_rest(self, rest: bytes) -> None:
+        # A hub callback, before any later command's `write_nowait` (the queue is FIFO): the
+        # write lock taken here makes those wait behind the rest.
+        if self._write_lock.acquire(blocking=False):
+            gevent.spawn(self._send_rest, rest)
+        else:  # no gevent-side write is under way once set-up is over; kept safe regardless
+            gevent.spawn(self._locked_send, rest)
+
+    def _locked_send(self, data: bytes) -> None:
+        self._write_lock.acquire()
+        self._send_rest(data)
+
     def _send_rest(self, rest: bytes) -> None:
         # Holds the write lock that write_nowait took.
         try:
@@ -300,7 +363,8 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
             if self.connected:
                 self._close_reason = f"connection error: {exc}"
         finally:
-            self.connected = False
+            with self._fd_lock:  # a loop-thread write under way ends first; none starts after
+                self.connected = False
             self._outbound_connected = False
             self._link.release(self)
             closing: list[tuple[str, Any]] = []
@@ -308,8 +372,6 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
                 self._fail(self._pending.popleft(), self._close_reason, closing)
             closing.append(("closed", self._close_reason))
             self._post(closing)
-            # greenswitch's makefile() holds a reference: close both, or the fd leaks.
-            self.sock_file.close()
             self.sock.close()
             self._closed.set()
 
@@ -437,6 +499,7 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
 
     def announce(self, channel: CallChannel) -> None:
         self._announced = channel
+        self._loop_writes = True  # set-up's writes are done; the loop writes from now on
         held, self._held = self._held, []
         self._link.post(channel, [("connected", None), *held])
 
@@ -646,14 +709,9 @@ class OutboundLink:
 
     def _admit(self, address: Any) -> str | None:
         """Why a new connection is refused, or None to serve it."""
-        try:
-            ip = ipaddress.ip_address(str(address[0]).partition("%")[0])
-        except ValueError:
-            return "not an IP peer"
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if not any(ip in network for network in self._allow):
-            return "not in esl.allow"
+        refused = _refused_address(str(address[0]), self._allow)
+        if refused is not None:
+            return refused
         if len(self._sessions) >= self._max_connections:
             return f"{len(self._sessions)} connections open (esl.max_connections)"
         return None
@@ -698,6 +756,22 @@ class OutboundLink:
         session.announce(CallChannel(self, session, data))
         # Nothing to wait for: the session's reader closes the socket and frees its slot
         # (`release`), and this greenlet's stack goes now rather than at the call's end.
+
+
+# FreeSWITCH connects from a few addresses, each call anew: ipaddress parsing and network
+# membership for each cost more than the rest of the accept. A bounded cache of the verdicts.
+@functools.lru_cache(maxsize=256)
+def _refused_address(host: str, allow: tuple[Network, ...]) -> str | None:
+    """Why a peer at ``host`` is refused (not an IP, not in ``allow``), or None."""
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return "not an IP peer"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if not any(ip in network for network in allow):
+        return "not in esl.allow"
+    return None
 
 
 class _Server(gevent.server.StreamServer):  # type: ignore[misc]  # gevent is untyped here
