@@ -123,7 +123,7 @@ async def lifecycle(
     assert side.sim is not None
     assert side.gateway is not None
     n = max(1, round(rate * seconds))
-    await app.call("react", address=side.setup.grpc, app_id=APP_ID, api_key=side.setup.api_key)
+    await app.call("react", addresses=[side.setup.grpc], app_id=APP_ID, api_key=side.setup.api_key)
     await app.call("reset")
     recorder = await _spy(side, spy / f"{side.name}-calls.txt", native) if spy is not None else None
     before, system, ctxt = side.cpu(), side.system(), _ctxt(side.gateway.pid)
