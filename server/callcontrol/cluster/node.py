@@ -33,7 +33,7 @@ from callcontrol.cluster.directory import Directory, InFlight, SessionEntry
 from callcontrol.cluster.forwarding import Forwarder, marked
 from callcontrol.cluster.membership import Membership
 from callcontrol.cluster.ratelimit import ClusterRateLimiter
-from callcontrol.cluster.store import PREFIX, STORE_UNAVAILABLE, checked, connect, text
+from callcontrol.cluster.store import PREFIX, STORE_UNAVAILABLE, checked, connect, stop_if_cancelled, text
 from callcontrol.config import GatewayConfig
 from callcontrol.control import Admission, CallControl
 from callcontrol.errors import NotFound, Unavailable
@@ -118,6 +118,7 @@ class ClusterNode:
 
     async def _heartbeat(self) -> None:
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(self._heartbeat_s)
             try:
                 run = await self.membership.beat(self._address)

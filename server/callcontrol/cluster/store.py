@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -38,6 +39,19 @@ async def checked(call: Awaitable[T]) -> T:
         raise Unavailable(
             f"the cluster store (Redis) is unavailable: {type(exc).__name__}", reason=STORE_UNAVAILABLE
         ) from exc
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled and the cancellation got lost.
+
+    A cancellation that lands while redis-py is mid-command can come back out of it as a
+    RedisError (seen under load: a replica's heartbeat went on beating after shutdown had
+    cancelled it, and the shutdown waited for it forever). A loop that carries on after
+    Redis errors calls this before every round.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def text(value: bytes | str | None) -> str | None:

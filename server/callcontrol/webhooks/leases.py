@@ -36,6 +36,8 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from callcontrol.cluster.store import stop_if_cancelled
+
 log = logging.getLogger(__name__)
 
 # ARGV: prefix, token, expiry ms, apps... -> per app 0 not held, 1 renewed, 2 acquired
@@ -199,6 +201,7 @@ class Leases:
     async def _listen(self) -> None:
         """Wake held lanes on ``P wake``; reconnects after a Redis outage."""
         while True:
+            stop_if_cancelled()
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(f"{self.prefix}wake")
