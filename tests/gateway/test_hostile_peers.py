@@ -8,12 +8,14 @@ exactly what the test tells it to.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
 
 from callcontrol.config import Address, EslConfig, GatewayConfig
 from callcontrol.esl.frames import encode_reply
+from callcontrol.esl.link import RefusalLog
 from callcontrol.events import CallHangup, CallInitiated, Subscription
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator
@@ -47,6 +49,57 @@ async def test_a_peer_outside_the_allow_list_is_closed_before_anything_is_said(
 
     call = await connected(simulator, events)  # from 127.0.0.1: allowed
     await answer_succeeds(stubs, events, call.uuid)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("config", [_esl(allow=("127.0.0.1/32",))])
+async def test_a_storm_of_refused_peers_is_one_log_line_not_one_each(
+    gateway: Gateway,
+    simulator: FreeSwitchSimulator,
+    stubs: Stubs,
+    events: Subscription,
+    config: GatewayConfig,
+) -> None:
+    seen = _Records()
+    link_log = logging.getLogger("callcontrol.esl.link")
+    link_log.addHandler(seen)
+    try:
+        for _ in range(50):
+            stranger = await RawPeer.open(esl_address(gateway), source_host="127.0.0.2")
+            assert await stranger.wait_closed_by_gateway() == b""
+    finally:
+        link_log.removeHandler(seen)
+    refusals = [r.getMessage() for r in seen.records if "refused" in r.getMessage()]
+    assert len(refusals) <= 1  # one line per interval (it may have been spent already)
+    assert all("127.0.0.2" in line for line in refusals)
+
+    call = await connected(simulator, events)  # the storm harmed nobody
+    await answer_succeeds(stubs, events, call.uuid)
+
+
+def test_refusals_after_a_quiet_interval_are_logged_again_with_the_count_of_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    refusals = RefusalLog(interval_s=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="callcontrol.esl.link"):
+        for _ in range(5):
+            refusals.log("192.0.2.7", "not in esl.allow")
+        now[0] = 10.0
+        refusals.log("192.0.2.8", "not in esl.allow")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "outbound socket from 192.0.2.7 refused: not in esl.allow",
+        "outbound socket from 192.0.2.8 refused: not in esl.allow (4 more refused since the last such line)",
+    ]
 
 
 @pytest.mark.parametrize("config", [_esl(allow=("127.0.0.2/32", "::1/128"))])

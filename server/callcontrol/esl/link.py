@@ -47,6 +47,7 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import math
 import os
 import socket as stdlib_socket
 import threading
@@ -552,6 +553,7 @@ class OutboundLink:
         self._loop_wake_pending = False
         self.address: Address | None = None
         self.metrics = metrics or LinkMetrics()
+        self._refusals = RefusalLog()
         self.metrics.count_connections(lambda: len(self._sessions))
 
     # -- lifecycle (asyncio side) --------------------------------------------
@@ -721,7 +723,7 @@ class OutboundLink:
         if refused is not None:
             # Closed before a byte is sent: FreeSWITCH's socket application fails and the
             # dialplan goes on, as when nobody listens.
-            log.warning("outbound socket from %s refused: %s", address[0], refused)
+            self._refusals.log(str(address[0]), refused)
             sock.close()
             return
         try:
@@ -761,6 +763,29 @@ class OutboundLink:
 # FreeSWITCH connects from a few addresses, each call anew: ipaddress parsing and network
 # membership for each cost more than the rest of the accept. A bounded cache of the verdicts.
 @functools.lru_cache(maxsize=256)
+class RefusalLog:
+    """At most one warning per ``interval_s`` for refused sockets, with a count of the rest.
+
+    A storm of refused connections (a flood, a misdirected switch) would otherwise write a line
+    each and bury everything else in the log. Used on the gevent thread only.
+    """
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last = -math.inf
+        self._unlogged = 0
+
+    def log(self, host: str, why: str) -> None:
+        now = self._clock()
+        if now - self._last < self._interval_s:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged} more refused since the last such line)" if self._unlogged else ""
+        log.warning("outbound socket from %s refused: %s%s", host, why, more)
+        self._last, self._unlogged = now, 0
+
+
 def _refused_address(host: str, allow: tuple[Network, ...]) -> str | None:
     """Why a peer at ``host`` is refused (not an IP, not in ``allow``), or None."""
     try:
