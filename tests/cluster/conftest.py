@@ -57,8 +57,11 @@ def cluster_config(url: str, replica_id: str, **overrides: object) -> ClusterCon
 async def start_replica(redis_server: RedisServer) -> AsyncIterator[StartReplica]:
     started: list[Replica] = []
 
-    async def start(replica_id: str, **overrides: object) -> Replica:
-        gateway = Gateway(make_config(cluster=cluster_config(redis_server.url, replica_id), **overrides))
+    async def start(
+        replica_id: str, *, heartbeat_ms: int = HEARTBEAT_MS, expiry_ms: int = EXPIRY_MS, **overrides: object
+    ) -> Replica:
+        cluster = cluster_config(redis_server.url, replica_id, heartbeat_ms=heartbeat_ms, expiry_ms=expiry_ms)
+        gateway = Gateway(make_config(cluster=cluster, **overrides))
         await gateway.start()
         assert gateway.grpc_address is not None
         replica = Replica(gateway, grpc.aio.insecure_channel(str(gateway.grpc_address)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,11 @@ import grpc
 import pytest
 
 from callcontrol.events import CommandResult
-from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.v1 import commands_pb2, operations_pb2, sessions_pb2
-from tests.cluster.conftest import Replica, StartReplica, cluster_config, until
+from tests.cluster.conftest import Replica, StartReplica, until
 from tests.cluster.test_routing import _call_on, _sendmsgs
-from tests.conftest import DEMO_AUTH, make_config, next_event
+from tests.conftest import DEMO_AUTH, next_event
 from tests.redis_server import RedisServer
 
 
@@ -83,30 +81,9 @@ async def test_redis_restarted_under_running_replicas_routing_recovers_and_says_
     assert len(cluster_lines) <= 6, text  # no flood
 
 
-@pytest.fixture
-async def slow_beating(redis_server: RedisServer) -> AsyncIterator[Callable[[str], Awaitable[Replica]]]:
-    """Replicas whose heartbeat is long enough for Redis to restart between two beats."""
-    started: list[Replica] = []
-
-    async def start(replica_id: str) -> Replica:
-        cluster = cluster_config(redis_server.url, replica_id, heartbeat_ms=1500, expiry_ms=6000)
-        gateway = Gateway(make_config(cluster=cluster))
-        await gateway.start()
-        replica = Replica(gateway, grpc.aio.insecure_channel(str(gateway.grpc_address)))
-        started.append(replica)
-        return replica
-
-    try:
-        yield start
-    finally:
-        for replica in started:
-            await replica.channel.close()
-            await replica.gateway.shutdown(grace=0.2)
-
-
 @pytest.mark.parametrize("data", ["kept", "lost"])
 async def test_a_redis_restart_between_two_heartbeats_is_noticed_and_the_directory_written_back(
-    slow_beating: Callable[[str], Awaitable[Replica]],
+    start_replica: StartReplica,
     switch: FreeSwitchSimulator,
     redis_server: RedisServer,
     tmp_path: Path,
@@ -114,7 +91,8 @@ async def test_a_redis_restart_between_two_heartbeats_is_noticed_and_the_directo
     data: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="callcontrol.cluster")
-    r1, r2 = await slow_beating("r1"), await slow_beating("r2")
+    # A heartbeat long enough for Redis to restart between two beats.
+    r1, r2 = [await start_replica(name, heartbeat_ms=1500, expiry_ms=6000) for name in ("r1", "r2")]
     held = await _call_on(switch, r1)
     caplog.clear()
 
