@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks import procstat
+from callcontrol import die_with_parent
 
 Json = dict[str, Any]
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ class Child:
     async def start(self, timeout: float = 30.0) -> Json:  # noqa: ASYNC109
         self._log = self._log_path.open("ab")
         self._proc = await asyncio.create_subprocess_exec(
-            *self._argv,
+            *die_with_parent.wrap(list(self._argv)),  # no orphans if the bench is killed
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=self._log,
@@ -128,11 +129,7 @@ class GatewayProcess:
     async def start(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         with self._log_path.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "callcontrol",
-                "--config",
-                str(self._config),
+                *die_with_parent.wrap([sys.executable, "-m", "callcontrol", "--config", str(self._config)]),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=child_env(self._server),
