@@ -39,6 +39,7 @@ from typing import Any
 
 import aiohttp
 
+from callcontrol import die_with_parent
 from callcontrol.config import DEMO_WEBHOOK_SECRET, Address
 from callcontrol.simulator import FreeSwitchSimulator
 from callcontrol.simulator.call import SimulatedCall
@@ -127,7 +128,9 @@ def _pct(values: list[float], q: int) -> float:
 
 async def _start_receiver() -> tuple[asyncio.subprocess.Process, dict[str, int]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE / "soak_receiver.py"), "--apps", ",".join(APPS), "--flaky", FLAKY,
+        *die_with_parent.wrap(
+            [sys.executable, str(HERE / "soak_receiver.py"), "--apps", ",".join(APPS), "--flaky", FLAKY]
+        ),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -162,7 +165,7 @@ async def _start_gateway(config: Path, log: Path) -> tuple[asyncio.subprocess.Pr
     # stdout carries Envoy's JSON access log.
     with log.open("ab") as stderr, log.with_name("access.log").open("ab") as stdout:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callcontrol", "--config", str(config),
+            *die_with_parent.wrap([sys.executable, "-m", "callcontrol", "--config", str(config)]),
             cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
         )  # fmt: skip
     deadline = time.monotonic() + 60
