@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import IO, Any
 
 from benchmarks import procstat
 from callcontrol import die_with_parent
+from callcontrol.child_process import terminate
 
 Json = dict[str, Any]
 REPO = Path(__file__).resolve().parent.parent
@@ -88,21 +88,9 @@ class Child:
             return
         with contextlib.suppress(Exception):
             await self.call("quit", timeout=5.0)
-        await _end(proc)
+        await terminate(proc, 15.0)
         if self._log is not None:
             self._log.close()
-
-
-async def _end(proc: asyncio.subprocess.Process, grace: float = 15.0) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
 
 
 class GatewayProcess:
@@ -154,6 +142,6 @@ class GatewayProcess:
 
     async def stop(self) -> None:
         if self._proc is not None:
-            await _end(self._proc, grace=30.0)
+            await terminate(self._proc, 30.0)
         if self._drain is not None:
             await self._drain

@@ -10,12 +10,11 @@ import pytest
 
 from callcontrol.esl.frames import encode_command, encode_reply
 from callcontrol.esl.link import Reply
-from callcontrol.events import CallInitiated, Subscription
+from callcontrol.events import Subscription
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator
-from tests.conftest import Stubs, next_event
-from tests.esl_peer import RawPeer
-from tests.gateway.calls import answer_succeeds, connected, esl_address
+from tests.conftest import Stubs
+from tests.gateway.calls import answer_succeeds, connected, raw_connected
 
 
 async def test_a_command_to_a_live_call_wakes_no_gevent_thread(
@@ -42,9 +41,7 @@ async def test_a_command_to_a_live_call_wakes_no_gevent_thread(
 async def test_a_write_the_socket_does_not_take_whole_goes_on_in_order(
     gateway: Gateway, events: Subscription
 ) -> None:
-    peer = await RawPeer.open(esl_address(gateway))
-    await peer.set_up()
-    await next_event(events, CallInitiated, peer.uuid)
+    peer = await raw_connected(gateway, events)
     channel = gateway.control._calls[peer.uuid].channel
     session = channel._session
 

@@ -21,7 +21,7 @@ from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator
 from tests.conftest import Stubs, drain, make_config, next_event
 from tests.esl_peer import RawPeer
-from tests.gateway.calls import answer_succeeds, connected, esl_address
+from tests.gateway.calls import answer_succeeds, connected, esl_address, raw_connected
 
 
 def _esl(**settings: object) -> GatewayConfig:
@@ -106,9 +106,7 @@ def test_refusals_after_a_quiet_interval_are_logged_again_with_the_count_of_the_
 async def test_a_peer_inside_the_allow_list_is_served(
     gateway: Gateway, stubs: Stubs, events: Subscription, config: GatewayConfig
 ) -> None:
-    peer = await RawPeer.open(esl_address(gateway), source_host="127.0.0.2")
-    await peer.set_up()
-    await next_event(events, CallInitiated, peer.uuid)
+    peer = await raw_connected(gateway, events, source_host="127.0.0.2")
     stranger = await RawPeer.open(esl_address(gateway), source_host="127.0.0.1")
     assert await stranger.wait_closed_by_gateway() == b""
     peer.abort()
@@ -172,9 +170,7 @@ async def test_a_frame_announcing_more_than_max_frame_bytes_closes_that_socket_o
     config: GatewayConfig,
 ) -> None:
     other = await connected(simulator, events)
-    peer = await RawPeer.open(esl_address(gateway))
-    await peer.set_up()
-    await next_event(events, CallInitiated, peer.uuid)
+    peer = await raw_connected(gateway, events)
 
     peer.send(b"Content-Length: 10000000\nContent-Type: text/event-plain\n\n" + b"x" * 1000)
     await peer.wait_closed_by_gateway()
@@ -187,9 +183,7 @@ async def test_a_frame_announcing_more_than_max_frame_bytes_closes_that_socket_o
 async def test_a_header_block_longer_than_max_frame_bytes_closes_the_socket(
     gateway: Gateway, events: Subscription, config: GatewayConfig
 ) -> None:
-    peer = await RawPeer.open(esl_address(gateway))
-    await peer.set_up()
-    await next_event(events, CallInitiated, peer.uuid)
+    peer = await raw_connected(gateway, events)
     peer.send(b"X-Endless: " + b"a" * (70 * 1024))
     await peer.wait_closed_by_gateway()
     assert (await next_event(events, CallHangup, peer.uuid)).reason == "connection_lost"
@@ -206,9 +200,7 @@ async def test_a_frame_left_unfinished_past_the_partial_frame_timeout_closes_tha
     trickle: bool,
 ) -> None:
     other = await connected(simulator, events)
-    peer = await RawPeer.open(esl_address(gateway))
-    await peer.set_up()
-    await next_event(events, CallInitiated, peer.uuid)
+    peer = await raw_connected(gateway, events)
     frame = peer.event("CHANNEL_ANSWER")
     peer.send(frame[:100])
 
@@ -246,9 +238,7 @@ async def test_a_peer_that_never_finishes_set_up_is_closed_after_the_reply_timeo
 
 
 async def test_what_came_before_a_bad_frame_still_counts(gateway: Gateway, events: Subscription) -> None:
-    peer = await RawPeer.open(esl_address(gateway))
-    await peer.set_up()
-    await next_event(events, CallInitiated, peer.uuid)
+    peer = await raw_connected(gateway, events)
     busy = (("Hangup-Cause", "USER_BUSY"),)
     # The hangup and the garbage after it arrive in one read.
     peer.send(peer.event("CHANNEL_HANGUP_COMPLETE", leading=busy) + b"not a header line\n\n")

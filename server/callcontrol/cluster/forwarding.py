@@ -38,6 +38,10 @@ def marked(metadata: Mapping[str, str], secret: str) -> bool:
     return bool(secret) and hmac.compare_digest(given.encode(), secret.encode())
 
 
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
 class Forwarder:
     def __init__(self, timeout_s: float) -> None:
         #: the cluster's shared secret (``ClusterNode.start`` reads it from Redis)
@@ -68,9 +72,7 @@ class Forwarder:
         context: Context,
     ) -> Any:
         call: grpc.aio.UnaryUnaryMultiCallable[Message, Any] = self._channel(address).unary_unary(
-            method,
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=response_type.FromString,
+            method, request_serializer=_serialize, response_deserializer=response_type.FromString
         )
         try:
             return await call(request, metadata=self._metadata(context), timeout=self._deadline(context))
@@ -86,9 +88,7 @@ class Forwarder:
         context: Context,
     ) -> AsyncIterator[Any]:
         call: grpc.aio.UnaryStreamMultiCallable[Message, Any] = self._channel(address).unary_stream(
-            method,
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=response_type.FromString,
+            method, request_serializer=_serialize, response_deserializer=response_type.FromString
         )
         # A watch lives as long as the caller keeps it: no deadline beyond the caller's own.
         stream = call(request, metadata=self._metadata(context), timeout=context.time_remaining())

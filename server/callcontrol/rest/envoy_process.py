@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from callcontrol import die_with_parent
+from callcontrol.child_process import terminate
 from callcontrol.config import Address, RestConfig
 from callcontrol.rest.descriptor import ApiDescriptor, load_api
 from callcontrol.rest.envoy_config import render_envoy_config
@@ -269,16 +269,8 @@ class EnvoyProcess:
         proc = self._proc
         if proc is None:
             return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                log.warning("envoy (pid %s) ignored SIGTERM for %.1fs; killing it", proc.pid, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        if await terminate(proc, grace):
+            log.warning("envoy (pid %s) ignored SIGTERM for %.1fs; killed it", proc.pid, grace)
         return proc.returncode
 
     async def __aenter__(self) -> EnvoyProcess:
