@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import os
 import signal
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +19,6 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from callcontrol import die_with_parent
 from callcontrol.webhooks import DeliveryStatus, OutboxError, Outcome, WebhookService
 from callcontrol.webhooks.leases import Leases
 from callcontrol.webhooks.outbox import AttemptRecord, NewDelivery
@@ -30,10 +28,7 @@ from tests.redis_server import RedisServer
 from .cluster_worker import cluster_config
 from .conftest import FAST_RETRY, SECRET_A, Received, Receiver, answered, eventually, initiated, running
 from .crash_worker import APP_ID, event_ids, session_of
-
-ROOT = Path(__file__).resolve().parents[2]
-SESSIONS, PER_SESSION = 40, 5
-ACK_BEFORE_STALL = 30
+from .workers import ACK_BEFORE_STALL, PER_SESSION, SESSIONS, start_worker
 
 
 def _in_emit_order_per_session(ids: list[str], sessions: list[list[str]]) -> None:
@@ -58,32 +53,8 @@ def _verified(requests: list[Received]) -> dict[str, list[Received]]:
 async def _start_replica(
     redis_url: str, url: str, replica: str, log: Path, *extra: str
 ) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "server"), str(ROOT)])}
-    with log.open("wb") as stderr:
-        return await asyncio.create_subprocess_exec(
-            *die_with_parent.wrap(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.webhooks.cluster_worker",
-                    "--redis",
-                    redis_url,
-                    "--url",
-                    url,
-                    "--replica",
-                    replica,
-                    "--sessions",
-                    str(SESSIONS),
-                    "--per-session",
-                    str(PER_SESSION),
-                    *extra,
-                ]
-            ),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
+    args = ("--redis", redis_url, "--url", url, "--replica", replica, *extra)
+    return await start_worker("cluster_worker", log, *args)
 
 
 def _text_of(log: Path) -> str:

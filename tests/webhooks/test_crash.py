@@ -8,10 +8,8 @@ are acknowledged and recorded, some are in flight, and most were never tried.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,41 +17,13 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from callcontrol import die_with_parent
-
 from .conftest import SECRET_A, Received, Receiver, eventually
 from .crash_worker import event_ids
-
-ROOT = Path(__file__).resolve().parents[2]
-SESSIONS, PER_SESSION = 40, 5
-ACK_BEFORE_STALL = 30
+from .workers import ACK_BEFORE_STALL, PER_SESSION, SESSIONS, start_worker
 
 
 async def _start_worker(outbox: Path, url: str, log: Path, *extra: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "server"), str(ROOT)])}
-    with log.open("wb") as stderr:  # the child keeps its own copy
-        return await asyncio.create_subprocess_exec(
-            *die_with_parent.wrap(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.webhooks.crash_worker",
-                    "--outbox",
-                    str(outbox),
-                    "--url",
-                    url,
-                    "--sessions",
-                    str(SESSIONS),
-                    "--per-session",
-                    str(PER_SESSION),
-                    *extra,
-                ]
-            ),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
+    return await start_worker("crash_worker", log, "--outbox", str(outbox), "--url", url, *extra)
 
 
 def _acknowledged_in(outbox: Path) -> set[str]:
