@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -252,6 +254,25 @@ def _run_tree(
         return result
 
 
+@contextlib.contextmanager
+def _receiver() -> Iterator[str]:
+    """The receiver in a process of its own, for the block; yields its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.webhook_backlog", "--receiver"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+    try:
+        yield f"http://127.0.0.1:{proc.stdout.readline().strip()}/hooks"
+    finally:
+        proc.stdin.close()  # its end of input tells it to stop
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10000)
@@ -273,36 +294,16 @@ def main() -> None:
         return
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(ROOT / "server")}
     if args.micro:
-        receiver = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.webhook_backlog", "--receiver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert receiver.stdout is not None
-        assert receiver.stdin is not None
-        url = f"http://127.0.0.1:{receiver.stdout.readline().strip()}/hooks"
-        micro = uvloop.run(_micro(url, args.events, args.rounds))
-        receiver.stdin.close()
-        receiver.wait()
+        with _receiver() as url:
+            micro = uvloop.run(_micro(url, args.events, args.rounds))
         for name, values in micro.items():
             print(
                 f"{name}: CPU ms per POST, median of {args.rounds}: {statistics.median(values):.3f}"
                 f" ({', '.join(f'{v:.3f}' for v in values)})"
             )
         return
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.webhook_backlog", "--receiver"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert receiver.stdout is not None
-    url = f"http://127.0.0.1:{receiver.stdout.readline().strip()}/hooks"
     results: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
-    try:
+    with _receiver() as url:
         for round_ in range(args.rounds):
             for label, server_dir in trees.items():
                 profile = Path(args.profile) / f"{label}.txt" if args.profile and round_ == 0 else None
@@ -314,9 +315,6 @@ def main() -> None:
                     f"round {round_} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()),
                     flush=True,
                 )
-    finally:
-        receiver.stdin.close()  # type: ignore[union-attr]
-        receiver.wait()
     print(
         f"load average {os.getloadavg()[0]:.1f}; median of {args.rounds} rounds, {args.events} events, "
         f"{args.concurrency} in flight:"
