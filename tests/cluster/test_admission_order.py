@@ -9,7 +9,7 @@ import pytest
 
 from callcontrol.cluster.directory import Directory
 from callcontrol.cluster.store import connect
-from callcontrol.control import Admission
+from callcontrol.control import Admission, CallControl
 from callcontrol.events import CallAnswered, CallHangup, CallInitiated
 from callcontrol.sessions import Session
 from callcontrol.simulator import FreeSwitchSimulator
@@ -18,6 +18,19 @@ from tests.cluster.conftest import StartReplica, until
 from tests.cluster.test_routing import _sendmsgs
 from tests.conftest import DEMO_AUTH, next_event
 from tests.redis_server import RedisServer
+
+
+def _hold_admission(control: CallControl) -> asyncio.Event:
+    """Admission waits (as if the directory lookup were still on its way) until the event is set."""
+    admit, gate = control.admit, asyncio.Event()
+    assert admit is not None
+
+    async def slow_lookup(session: Session) -> Admission:
+        await gate.wait()
+        return await admit(session)
+
+    control.admit = slow_lookup
+    return gate
 
 
 @pytest.mark.parametrize("hangup_order", ["complete_first", "notice_first"])
@@ -29,14 +42,7 @@ async def test_a_hangup_during_admission_is_reported_after_call_initiated(
 ) -> None:
     r1 = await start_replica("r1")
     control = r1.gateway.control
-    assert control.admit is not None
-    admit, gate = control.admit, asyncio.Event()
-
-    async def slow_lookup(session: Session) -> Admission:
-        await gate.wait()  # the directory lookup is still on its way
-        return await admit(session)
-
-    control.admit = slow_lookup
+    gate = _hold_admission(control)
     with r1.gateway.events.subscribe() as events:
         call = await switch.place_call(gateway=r1.esl, hangup_order=hangup_order)  # type: ignore[arg-type]
         await until(lambda: call.uuid in control._calls)
@@ -75,14 +81,7 @@ async def test_a_command_during_admission_is_refused_so_nothing_overtakes_call_i
 ) -> None:
     r1 = await start_replica("r1")
     control = r1.gateway.control
-    assert control.admit is not None
-    admit, gate = control.admit, asyncio.Event()
-
-    async def slow_lookup(session: Session) -> Admission:
-        await gate.wait()
-        return await admit(session)
-
-    control.admit = slow_lookup
+    gate = _hold_admission(control)
     with r1.gateway.events.subscribe() as events:
         call = await switch.place_call(gateway=r1.esl)
         await until(lambda: call.uuid in control._calls)
