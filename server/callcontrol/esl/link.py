@@ -760,9 +760,6 @@ class OutboundLink:
         # (`release`), and this greenlet's stack goes now rather than at the call's end.
 
 
-# FreeSWITCH connects from a few addresses, each call anew: ipaddress parsing and network
-# membership for each cost more than the rest of the accept. A bounded cache of the verdicts.
-@functools.lru_cache(maxsize=256)
 class RefusalLog:
     """At most one warning per ``interval_s`` for refused sockets, with a count of the rest.
 
@@ -786,6 +783,9 @@ class RefusalLog:
         self._last, self._unlogged = now, 0
 
 
+# FreeSWITCH connects from a few addresses, each call anew: ipaddress parsing and network
+# membership for each cost more than the rest of the accept. A bounded cache of the verdicts.
+@functools.lru_cache(maxsize=256)
 def _refused_address(host: str, allow: tuple[Network, ...]) -> str | None:
     """Why a peer at ``host`` is refused (not an IP, not in ``allow``), or None."""
     try:

@@ -127,7 +127,8 @@ class Leases:
 
     @property
     def held(self) -> frozenset[str]:
-        return frozenset(app for app in self._held if self.token_for(app) is not None)
+        # A copy: token_for drops a lease that expired unrenewed.
+        return frozenset(app for app in list(self._held) if self.token_for(app) is not None)
 
     @property
     def reachable(self) -> bool:
@@ -206,9 +207,10 @@ class Leases:
             try:
                 await pubsub.subscribe(f"{self.prefix}wake")
                 async for message in pubsub.listen():
-                    app = message.get("data")
-                    if isinstance(app, bytes) and app.decode(errors="replace") in self._held:
-                        self._on_wake(app.decode())
+                    data = message.get("data")
+                    app = data.decode(errors="replace") if isinstance(data, bytes) else None
+                    if app in self._held:
+                        self._on_wake(app)
             except redis.RedisError:
                 pass  # the tick loop logs the outage; listen again after a heartbeat
             finally:
