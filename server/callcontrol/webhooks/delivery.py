@@ -23,24 +23,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from callcontrol.webhooks.http_client import (
-    RESPONSE_BODY_LIMIT,
-    USER_AGENT,
-    Destination,
-    InvalidResponse,
-    InvalidURL,
-    WebhookClient,
-    printable,
-)
+from callcontrol.webhooks.http_client import Destination, InvalidResponse, InvalidURL, printable
 
-__all__ = [
-    "RESPONSE_BODY_LIMIT",
-    "USER_AGENT",
-    "AttemptResult",
-    "default_session",
-    "post_webhook",
-    "printable",
-]
+__all__ = ["AttemptResult", "post_webhook"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +34,6 @@ class AttemptResult:
     error: str
     latency_s: float
     retry_after: str | None = None
-
-
-def default_session() -> WebhookClient:
-    """The client all lanes share; each lane keeps its own connections (``Destination``)."""
-    return WebhookClient()
 
 
 async def post_webhook(

@@ -126,7 +126,6 @@ BEGIN IMMEDIATE;
 INSERT INTO deliveries_v2 SELECT * FROM deliveries;
 DROP TABLE deliveries;
 ALTER TABLE deliveries_v2 RENAME TO deliveries;
-DELETE FROM sqlite_sequence WHERE name = 'deliveries';
 {_INDEXES}
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;

@@ -32,7 +32,6 @@ from prometheus_client import CollectorRegistry
 from callcontrol.config import ConfigError, GatewayConfig, replica_id
 from callcontrol.events import LifecycleEvent
 from callcontrol.webhooks.catalogue import encode_body
-from callcontrol.webhooks.delivery import default_session
 from callcontrol.webhooks.dispatcher import DeliverySettings, Dispatcher, Route
 from callcontrol.webhooks.http_client import WebhookClient
 from callcontrol.webhooks.leases import Leases
@@ -97,7 +96,9 @@ class WebhookService:
     ) -> None:
         hooks = config.webhooks
         self._routes = _routes(config)
-        self._session_factory = session_factory or default_session
+        self._session_factory = (
+            session_factory or WebhookClient
+        )  # one for all lanes; each keeps its own connections
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._metrics = WebhookMetrics()

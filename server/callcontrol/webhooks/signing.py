@@ -47,7 +47,14 @@ class SigningKey:
 
 def signature(key: SigningKey, msg_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<base64>`` signature."""
-    signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
+    return _sign(key, _signed_content(msg_id, timestamp, body))
+
+
+def _signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+    return b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
+
+
+def _sign(key: SigningKey, signed: bytes) -> str:
     # hmac.digest: OpenSSL's one-shot HMAC, without building an hmac object per signature.
     digest = hmac.digest(key.key, signed, "sha256")
     return "v1," + base64.b64encode(digest).decode()
@@ -57,8 +64,9 @@ def webhook_headers(msg_id: str, timestamp: int, body: bytes, keys: Sequence[Sig
     """The three Standard Webhooks headers for one attempt."""
     if not keys:
         raise ValueError("at least one signing key is required")
+    signed = _signed_content(msg_id, timestamp, body)  # once, whatever the number of keys
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": " ".join(signature(k, msg_id, timestamp, body) for k in keys),
+        "webhook-signature": " ".join(_sign(k, signed) for k in keys),
     }
