@@ -98,11 +98,9 @@ class ClusterNode:
 
         So the replica adopting a call finds none of them to fail a second time.
         """
-        for app in self._config.applications:
-            sessions, _ = self._control.sessions.page(app.app_id, _ALL, "")
-            for session in sessions:
-                with contextlib.suppress(RedisError, OSError):
-                    await self.in_flight.take(session.session_id, datetime.now(UTC), "", "")
+        for session in self._held():
+            with contextlib.suppress(RedisError, OSError):
+                await self.in_flight.take(session.session_id, datetime.now(UTC), "", "")
 
     async def shutdown(self) -> None:
         self._tasks += self._writing
