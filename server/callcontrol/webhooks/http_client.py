@@ -221,8 +221,10 @@ class _Connection(asyncio.Protocol):
         else:
             self._fail(TimeoutError())
 
-    async def exchange(self, loop: asyncio.AbstractEventLoop, request: bytes, deadline: float) -> Answer:
-        """Send ``request`` and wait for the answer's head (and up to a small body) by ``deadline``."""
+    async def exchange(
+        self, loop: asyncio.AbstractEventLoop, request: tuple[bytes, bytes], deadline: float
+    ) -> Answer:
+        """Send ``request`` (head, body); wait for the answer's head (and a small body) by ``deadline``."""
         assert self._transport is not None
         self._reset()
         self.reusable = False
@@ -230,7 +232,7 @@ class _Connection(asyncio.Protocol):
         self._waiter = waiter
         timer = loop.call_at(deadline, self._timed_out)
         try:
-            self._transport.write(request)
+            self._transport.writelines(request)  # the body is not copied into one buffer
             return await waiter
         except BaseException:
             self._close()  # cancelled, timed out or broken: never reused half-way
@@ -290,8 +292,7 @@ class Destination:
                 raise ValueError(f"header {printable(name)}: line breaks are not allowed")
             parts.append(f"{name}: {value}\r\n".encode())
         parts.append(b"content-length: %d\r\n\r\n" % len(body))
-        parts.append(body)
-        request = b"".join(parts)
+        request = (b"".join(parts), body)
         while True:
             conn = self._reusable(loop)
             reused = conn is not None
