@@ -119,13 +119,17 @@ class RawPeer:
     def linger_notice(self) -> bytes:
         return encode_disconnect_notice(self.uuid, "linger", None, channel_name=self.channel.name)
 
+    def connect_reply(self, app_id: str = "demo-app") -> bytes:
+        """FreeSWITCH's reply to ``connect``: the channel's data, routed to ``app_id``."""
+        self.channel.set_variable("call_control_app_id", app_id)
+        return encode_connect_reply(
+            self.channel.channel_data(self._identity, next(_SEQUENCE), now=time.time())
+        )
+
     async def set_up(self, app_id: str = "demo-app") -> None:
         """Answer ``connect``, ``myevents`` and ``linger`` as FreeSWITCH does."""
-        self.channel.set_variable("call_control_app_id", app_id)
         await self.expect("connect")
-        self.send(
-            encode_connect_reply(self.channel.channel_data(self._identity, next(_SEQUENCE), now=time.time()))
-        )
+        self.send(self.connect_reply(app_id))
         await self.expect("myevents")
         self.send(encode_reply("+OK Events Enabled"))
         await self.expect("linger")

@@ -6,11 +6,14 @@ import grpc
 import pytest
 
 from callcontrol.config import Address, EslConfig, GatewayConfig
+from callcontrol.esl.frames import encode_reply
 from callcontrol.events import CallAnswered, CallHangup, CallInitiated, CommandResult, Subscription
 from callcontrol.gateway import Gateway
 from callcontrol.simulator import FreeSwitchSimulator, SimulatedCall
 from callcontrol.v1 import commands_pb2
 from tests.conftest import DEMO_AUTH, Stubs, drain, make_config, next_event
+from tests.esl_peer import RawPeer
+from tests.gateway.calls import esl_address
 
 
 async def _connected(sim: FreeSwitchSimulator, events: Subscription, **kwargs: object) -> SimulatedCall:
@@ -31,6 +34,23 @@ async def test_call_initiated_carries_the_channel_data(
         "inbound",
     )
     assert [c.line for c in call.commands[:3]] == ["connect", "myevents", "linger"]
+
+
+async def test_set_up_sends_connect_myevents_and_linger_at_once(
+    gateway: Gateway, events: Subscription
+) -> None:
+    # FreeSWITCH reads an outbound socket's commands one by one off the stream: set-up need
+    # not wait for each reply before the next command (one round trip, not three).
+    peer = await RawPeer.open(esl_address(gateway))
+    try:
+        for line in ("connect", "myevents", "linger"):
+            await peer.expect(line, timeout=2.0)  # no reply sent yet
+        peer.send(peer.connect_reply("demo-app"))
+        peer.send(encode_reply("+OK Events Enabled") + encode_reply("+OK will linger"))
+        initiated = await next_event(events, CallInitiated, peer.uuid)
+        assert initiated.app_id == "demo-app"
+    finally:
+        peer.abort()
 
 
 async def test_caller_hangs_up_first_fails_the_open_answer_and_reports_the_hangup(
