@@ -65,3 +65,33 @@ async def test_a_live_call_holds_no_file_object_over_its_socket(
     session = gateway.control._calls[call.uuid].channel._session
     assert not isinstance(session.sock_file, io.IOBase)
     assert session.sock.fileno() >= 0  # the socket itself is the call's
+
+
+async def test_a_live_calls_reader_holds_no_received_bytes_while_it_waits(
+    gateway: Gateway, simulator: FreeSwitchSimulator, events: Subscription
+) -> None:
+    """The reader waits in recv for most of a call's life: a chunk it still referenced across
+    that wait (the set-up replies, a few kB) stayed in memory as long as the call."""
+    import concurrent.futures
+
+    call = await simulator.place_call()
+    await next_event(events, CallInitiated, call.uuid)
+    reader = gateway.control._calls[call.uuid].channel._session._receive_events_greenlet
+    held: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
+    # A greenlet's frames are read on its own (the gevent) thread, where it is suspended.
+    gateway.link.submit_nowait(lambda: held.set_result(_bytes_on_stack(reader)))
+    assert await asyncio.wrap_future(held) == []
+
+
+def _bytes_on_stack(greenlet: object) -> list[str]:
+    """``function.name`` of every non-empty bytes-like local on a suspended greenlet's stack."""
+    found: list[str] = []
+    frame = getattr(greenlet, "gr_frame", None)
+    while frame is not None:
+        found += [
+            f"{frame.f_code.co_name}.{name}"
+            for name, value in frame.f_locals.items()
+            if isinstance(value, bytes | bytearray | memoryview) and len(value)
+        ]
+        frame = frame.f_back
+    return found

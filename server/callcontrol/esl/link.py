@@ -362,15 +362,14 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         begun: float | None = None  # when the unfinished frame in the parser began to arrive
         try:
             while True:
-                data = self._recv(begun)
-                if not data:
+                size = self._receive(parser, begun)
+                if not size:
                     break
-                parser.feed(data)
                 if self._read_frames(parser):
                     begun = None
                 if parser.buffered and begun is None:
                     begun = time.monotonic()
-                delay = self._pace(len(data))
+                delay = self._pace(size)
                 if delay:
                     gevent.sleep(delay)
                     if begun is not None:
@@ -400,18 +399,25 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
             self.sock.close()
             self._closed.set()
 
-    def _recv(self, begun: float | None) -> bytes:
-        """The next bytes; with a frame begun, only until its partial-frame deadline."""
+    def _receive(self, parser: FrameParser, begun: float | None) -> int:
+        """Feed the next bytes to ``parser``; how many (0: the peer closed).
+
+        With a frame begun, only until its partial-frame deadline. The chunk read is not kept
+        past this call: the reader waits in the next recv for most of a call's life, and a
+        reference held across that wait kept each call's last chunk (its set-up replies, a
+        few kB) alive.
+        """
         if begun is None:
             data: bytes = self.sock.recv(_RECV_BYTES)
-            return data
-        remaining = begun + self._link.partial_frame_timeout - time.monotonic()
-        if remaining <= 0:
-            raise _PartialFrameTimeout
-        # The deadline is for the whole frame: a peer trickling a byte at a time does not reset it.
-        with gevent.Timeout(remaining, _PartialFrameTimeout()):
-            data = self.sock.recv(_RECV_BYTES)
-        return data
+        else:
+            remaining = begun + self._link.partial_frame_timeout - time.monotonic()
+            if remaining <= 0:
+                raise _PartialFrameTimeout
+            # The deadline is for the whole frame: a peer trickling a byte at a time does not reset it.
+            with gevent.Timeout(remaining, _PartialFrameTimeout()):
+                data = self.sock.recv(_RECV_BYTES)
+        parser.feed(data)
+        return len(data)
 
     def _read_frames(self, parser: FrameParser) -> bool:
         """Route every complete frame, a batch at a time; True if any frame was complete."""
