@@ -36,13 +36,17 @@ loop, where redis.asyncio packs and parses every command on the loop; and
 the blocking client's socket timeouts bound a hung Redis simply. The loop
 only appends to a queue and takes one callback per batch.
 
-The rest (the dispatcher's claims, one script each, and the API's reads)
-uses the blocking client on the loop: ``Outbox`` is synchronous there. Its
-socket timeouts bound how long a hung Redis can hold the loop, and after a
-timeout calls fail at once for a short while (``_COOL_OFF_S``) instead of
-each waiting out the timeout again. A call that timed out may still have been
-applied when Redis resumes: an ``add`` that failed can then be delivered
-after all (at least once, never lost silently).
+The lanes' claims go through the writer too: ``claim`` queues one script
+(the due heads and when the next is due) and the lane awaits its reply, so
+a claim holds the loop for no round trip, shares a pipeline with the records
+queued before it, and sees them applied. The rest (the API's reads, the
+synchronous ``due``/``next_due``) uses the blocking client on the loop:
+``Outbox`` is synchronous there. Its socket timeouts bound how long a hung
+Redis can hold the loop, and after a timeout calls fail at once for a short
+while (``_COOL_OFF_S``) instead of each waiting out the timeout again. A
+call that timed out may still have been applied when Redis resumes: an
+``add`` that failed can then be delivered after all (at least once, never
+lost silently).
 """
 
 from __future__ import annotations
@@ -848,18 +852,34 @@ class RedisOutbox:
         return None if at is None else float(at)
 
     async def claim(self, app_id: str, now: float, limit: int, exclude: Collection[int]) -> Claim:
-        """``due`` and ``next_due`` in one round trip."""
+        """``due`` and ``next_due`` in one round trip, through the writer: the loop waits for
+        none of it, and the claim sees every attempt queued before it recorded."""
         failure = self._record_failures.pop(app_id, None)
         if failure is not None:
             raise failure
         token = self._lease_token(app_id)
         if token is None:
             return Claim((), None)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+
+        def arrived(reply: Any) -> None:
+            if not answer.done():
+                answer.set_result(reply)
+
         what = f"claiming webhooks of {app_id}"
         args = [self.prefix, app_id, token, repr(now), limit, *self._excluded(app_id, exclude)]
-        reply = self._call(what, self._claim, args=args)
-        if reply is None:
-            return Claim((), None)  # the lease went in the meantime
+        try:
+            self._writer.put(_Queued(self._claim, args, what, arrived, loop))
+        except OutboxError as exc:
+            raise OutboxError(f"{what}: {exc}") from exc
+        reply = await answer
+        if isinstance(reply, OutboxError):
+            raise reply
+        # Nothing without the lease, nor if it went while the claim was on its way
+        # (its lane's attempts were abandoned then).
+        if reply is None or self._lease_token(app_id) != token:
+            return Claim((), None)
         rows, at = reply
         return Claim(self._claimed(app_id, rows), None if at is None else float(at))
 
