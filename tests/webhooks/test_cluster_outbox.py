@@ -553,3 +553,50 @@ async def test_a_metrics_scrape_does_not_wait_on_a_paused_redis(
         never.set()
     assert metrics["webhook_queue_depth"] == 3
     assert metrics["webhook_oldest_pending_age_seconds"] >= 0
+
+
+async def test_a_lane_claiming_from_a_paused_redis_does_not_hold_the_loop(
+    receiver: Receiver, redis_server: RedisServer
+) -> None:
+    config = cluster_config(redis_server.url, receiver.url, "claimer")
+    # Redis calls time out after 1 s: a claim made on the loop would hold it that long.
+    cluster = dataclasses.replace(config.cluster, heartbeat_ms=1000, expiry_ms=6000)
+    service = WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
+    assert redis_server._proc is not None
+    pid = redis_server._proc.pid
+    async with running(service):
+        await eventually(lambda: service.delivering_apps == {APP_ID}, what="the lease taken")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            service._dispatcher.wake(APP_ID)  # its lane claims, and Redis does not answer
+            started = time.monotonic()
+            for _ in range(5):
+                await asyncio.sleep(0.01)
+            held = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        service.emit(answered(APP_ID, session_of(1), event_id="after-the-pause"))
+        await receiver.wait_for(lambda: receiver.ids() == ["after-the-pause"], within=10)
+    assert held < 0.5
+
+
+async def test_a_claim_answered_after_its_lease_went_starts_nothing(redis_server: RedisServer) -> None:
+    token: dict[str, str | None] = {"value": "holder/1"}
+    outbox = RedisOutbox(redis_server.url, timeout_s=1.0, lease_token=lambda app_id: token["value"])
+    assert redis_server._proc is not None
+    pid = redis_server._proc.pid
+    try:
+        outbox._redis.set(f"{outbox.prefix}lease:{APP_ID}", "holder/1")
+        assert outbox.add(_new("first"))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            claim = asyncio.create_task(outbox.claim(APP_ID, 1000.0, 10, ()))
+            await asyncio.sleep(0)  # on its way to Redis
+            token["value"] = None  # the lease went meanwhile (its lane was abandoned)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert (await claim).due == ()
+        token["value"] = "holder/1"
+        assert [d.event_id for d in (await outbox.claim(APP_ID, 1000.0, 10, ())).due] == ["first"]
+    finally:
+        outbox.close()

@@ -131,6 +131,22 @@ def test_claimed_deliveries_can_be_excluded(outbox: Outbox) -> None:
     assert outbox.next_due("b") is None
 
 
+async def test_a_claim_takes_the_due_heads_and_says_when_the_next_one_is_due(outbox: Outbox) -> None:
+    outbox.add(_new("e1", "s1"))
+    outbox.add(_new("e2", "s1"))  # behind e1: not a head
+    outbox.add(_new("e3", "s2", at=300.0))
+    outbox.add(_new("e4", "s3", at=5000.0))
+    full = await outbox.claim("a", 1000.0, 1, ())
+    assert ([d.event_id for d in full.due], full.next_at) == (["e1"], None)  # no free slot left
+    (first,) = full.due
+    rest = await outbox.claim("a", 1000.0, 10, [first.seq])
+    assert ([d.event_id for d in rest.due], rest.next_at) == (["e3"], 5000.0)
+    assert rest.due == outbox.due("a", 1000.0, 10, [first.seq])
+    early = await outbox.claim("a", 50.0, 10, ())
+    assert (early.due, early.next_at) == ([], 100.0)
+    assert (await outbox.claim("b", 1000.0, 10, ())).next_at is None
+
+
 def test_applications_do_not_see_each_others_rows(outbox: Outbox) -> None:
     outbox.add(_new("e1", app_id="a"))
     outbox.add(_new("e2", "s1", app_id="b"))  # same session id, other app: its own head

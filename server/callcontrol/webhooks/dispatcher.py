@@ -6,7 +6,8 @@ Two applications configured with the same URL still get a lane each: the
 receiver may be slow for one tenant only, and the other must not wait for it.
 Each lane sleeps on an ``asyncio.Event`` that ``emit``, a finished attempt,
 or a redelivery sets, or until its earliest retry is due; it never polls for
-new work.
+new work. It awaits its claims: a store across the network answers them off
+the loop.
 
 Nothing that goes wrong in a lane leaves it. An attempt that raises (a bug,
 or a receiver doing something nobody foresaw) is logged with the application
@@ -115,9 +116,9 @@ class Lane:
             while not self._stopped.is_set():
                 self._wake.clear()
                 try:
-                    self._claim(destination)
-                    await self._sleep()
+                    next_at = await self._claim(destination)
                     self._claim_errors = 0
+                    await self._sleep(next_at)
                 except Exception:
                     self._claim_errors += 1
                     delay = self._error_delay(self._claim_errors)
@@ -147,18 +148,24 @@ class Lane:
             async with asyncio.timeout(delay):
                 await self._stopped.wait()
 
-    def _claim(self, destination: Destination) -> None:
+    async def _claim(self, destination: Destination) -> float | None:
+        """Start the due heads; returns when the next one is due (None: wait to be woken)."""
         free = self._shared.settings.concurrency - len(self._in_flight)
         if free <= 0:
-            return
-        due = self._shared.outbox.due(self.app_id, self._shared.clock(), free, self._in_flight.keys())
-        for delivery in due:
+            return None
+        claim = await self._shared.outbox.claim(
+            self.app_id, self._shared.clock(), free, list(self._in_flight)
+        )
+        if self._stopped.is_set():
+            return None  # stopped while claiming: a claim changes nothing, so nothing to undo
+        for delivery in claim.due:
             task = asyncio.create_task(
                 self._attempt(destination, delivery), name=f"webhook-{delivery.event_id}"
             )
             self._in_flight[delivery.seq] = task
             self._shared.metrics.in_flight.inc()
             task.add_done_callback(functools.partial(self._finished, delivery.seq, delivery.event_id))
+        return claim.next_at
 
     def _finished(self, seq: int, event_id: str, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(seq, None)
@@ -168,17 +175,14 @@ class Lane:
             log.error("webhook %s for %s: attempt task failed", event_id, self.app_id, exc_info=exc)
         self._wake.set()
 
-    async def _sleep(self) -> None:
-        """Until woken, or until the earliest retry that could be claimed is due."""
-        if len(self._in_flight) < self._shared.settings.concurrency:
-            due = self._shared.outbox.next_due(self.app_id, self._in_flight.keys())
-            if due is not None:
-                delay = max(0.0, due - self._shared.clock())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                return
-        await self._wake.wait()
+    async def _sleep(self, next_at: float | None) -> None:
+        """Until woken, or until ``next_at``, the earliest retry that could be claimed."""
+        if next_at is None:
+            await self._wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, next_at - self._shared.clock())):
+                await self._wake.wait()
 
     async def _attempt(self, destination: Destination, delivery: DueDelivery) -> None:
         """Send once and record it; nothing raised here leaves the lane."""

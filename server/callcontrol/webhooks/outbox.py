@@ -181,6 +181,18 @@ class DueDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """What a lane may send now, and when to look again.
+
+    ``next_at``: when the earliest head neither claimed nor excluded is due;
+    None when there is none, or when the claim filled every free slot.
+    """
+
+    due: Sequence[DueDelivery]
+    next_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     attempt: int
     started_at: float
@@ -214,8 +226,10 @@ class DeliveryRecord:
 class Outbox(Protocol):
     """What the webhook service and its lanes need of a store (SQLite here, Redis in a cluster).
 
-    Every method is synchronous on the event loop: ``emit`` is, and an event
-    must be stored before it returns. Errors of the store are ``OutboxError``.
+    Every method but ``claim`` is synchronous on the event loop: ``emit`` is,
+    and an event must be stored before it returns. ``claim`` is what a lane
+    waits on, so a store across the network answers it off the loop. Errors
+    of the store are ``OutboxError``.
     """
 
     def add(self, new: NewDelivery) -> bool: ...
@@ -235,6 +249,10 @@ class Outbox(Protocol):
     ) -> list[DueDelivery]: ...
 
     def next_due(self, app_id: str, exclude: Collection[int] = ()) -> float | None: ...
+
+    async def claim(self, app_id: str, now: float, limit: int, exclude: Collection[int]) -> Claim:
+        """``due`` and then ``next_due`` of what is left, as one call."""
+        ...
 
     def pending_count(self) -> int: ...
 
@@ -658,6 +676,13 @@ class SqliteOutbox:
             (app_id, *exclude),
         ).fetchone()
         return None if row is None else float(row[0])
+
+    async def claim(self, app_id: str, now: float, limit: int, exclude: Collection[int]) -> Claim:
+        """``due``, then ``next_due`` unless every slot is taken; returns without waiting."""
+        due = self.due(app_id, now, limit, exclude)
+        if len(due) == limit:
+            return Claim(due, None)
+        return Claim(due, self.next_due(app_id, [*exclude, *(d.seq for d in due)]))
 
     def pending_count(self) -> int:
         self._flush()

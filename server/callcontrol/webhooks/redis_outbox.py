@@ -36,13 +36,17 @@ loop, where redis.asyncio packs and parses every command on the loop; and
 the blocking client's socket timeouts bound a hung Redis simply. The loop
 only appends to a queue and takes one callback per batch.
 
-The rest (the dispatcher's claims and records, the API's reads) uses the
-blocking client on the loop: ``Outbox`` is synchronous there. Its socket
-timeouts bound how long a hung Redis can hold the loop, and after a timeout
-calls fail at once for a short while (``_COOL_OFF_S``) instead of each
-waiting out the timeout again. A call that timed out may still have been
-applied when Redis resumes: an ``add`` that failed can then be delivered
-after all (at least once, never lost silently).
+The lanes' claims go through the writer too: ``claim`` queues one script
+(the due heads and when the next is due) and the lane awaits its reply, so
+a claim holds the loop for no round trip, shares a pipeline with the records
+queued before it, and sees them applied. The rest (the API's reads, the
+synchronous ``due``/``next_due``) uses the blocking client on the loop:
+``Outbox`` is synchronous there. Its socket timeouts bound how long a hung
+Redis can hold the loop, and after a timeout calls fail at once for a short
+while (``_COOL_OFF_S``) instead of each waiting out the timeout again. A
+call that timed out may still have been applied when Redis resumes: an
+``add`` that failed can then be delivered after all (at least once, never
+lost silently).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from redis.retry import Retry
 
 from callcontrol.webhooks.outbox import (
     AttemptRecord,
+    Claim,
     DeliveryRecord,
     DeliveryStatus,
     DueDelivery,
@@ -284,6 +289,39 @@ for i = 1, #members, 2 do
     if not skip[tonumber(members[i])] then return members[i + 1] end
 end
 return false
+"""
+)
+
+# ``_DUE``, then ``_NEXT_DUE`` of what is left unless ``limit`` heads were
+# claimed: one round trip. Returns {rows, next time or false}; false without the lease.
+# ARGV: prefix, app, lease token, now, limit, excluded seqs...
+_CLAIM = (
+    _LUA_HELPERS
+    + """
+local app, limit = ARGV[2], tonumber(ARGV[5])
+if redis.call('GET', p .. 'lease:' .. app) ~= ARGV[3] then return false end
+local skip, skipped = {}, #ARGV - 5
+for i = 6, #ARGV do skip[tonumber(ARGV[i])] = true end
+local key = p .. 'due:' .. app
+local members = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[4], 'LIMIT', 0, limit + skipped)
+local out = {}
+for _, m in ipairs(members) do
+    local seq = tonumber(m)
+    if not skip[seq] and #out < limit then
+        local row = redis.call('HMGET', p .. 'd:' .. seq, """
+    + ", ".join(f"'{name}'" for name in _DUE_FIELDS)
+    + """)
+        table.insert(row, 1, seq)
+        table.insert(out, row)
+        skip[seq] = true
+    end
+end
+if #out == limit then return {out, false} end
+local heads = redis.call('ZRANGE', key, 0, skipped + #out, 'WITHSCORES')
+for i = 1, #heads, 2 do
+    if not skip[tonumber(heads[i])] then return {out, heads[i + 1]} end
+end
+return {out, false}
 """
 )
 
@@ -546,6 +584,7 @@ class RedisOutbox:
         self._prune = r.register_script(_PRUNE)
         self._due = r.register_script(_DUE)
         self._next_due = r.register_script(_NEXT_DUE)
+        self._claim = r.register_script(_CLAIM)
         self._pending_apps = r.register_script(_PENDING_APPS)
 
     @staticmethod
@@ -779,6 +818,9 @@ class RedisOutbox:
         )
         if rows is None:
             return []  # the lease went in the meantime; leases.py notices on its next turn
+        return self._claimed(app_id, rows)
+
+    def _claimed(self, app_id: str, rows: list[list[Any]]) -> list[DueDelivery]:
         if len(self._apps) > _APPS_KEPT:
             self._apps.clear()  # claims abandoned with a lease; a miss costs a read, no more
         for row in rows:
@@ -808,6 +850,38 @@ class RedisOutbox:
             args=[self.prefix, app_id, *self._excluded(app_id, exclude)],
         )
         return None if at is None else float(at)
+
+    async def claim(self, app_id: str, now: float, limit: int, exclude: Collection[int]) -> Claim:
+        """``due`` and ``next_due`` in one round trip, through the writer: the loop waits for
+        none of it, and the claim sees every attempt queued before it recorded."""
+        failure = self._record_failures.pop(app_id, None)
+        if failure is not None:
+            raise failure
+        token = self._lease_token(app_id)
+        if token is None:
+            return Claim((), None)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+
+        def arrived(reply: Any) -> None:
+            if not answer.done():
+                answer.set_result(reply)
+
+        what = f"claiming webhooks of {app_id}"
+        args = [self.prefix, app_id, token, repr(now), limit, *self._excluded(app_id, exclude)]
+        try:
+            self._writer.put(_Queued(self._claim, args, what, arrived, loop))
+        except OutboxError as exc:
+            raise OutboxError(f"{what}: {exc}") from exc
+        reply = await answer
+        if isinstance(reply, OutboxError):
+            raise reply
+        # Nothing without the lease, nor if it went while the claim was on its way
+        # (its lane's attempts were abandoned then).
+        if reply is None or self._lease_token(app_id) != token:
+            return Claim((), None)
+        rows, at = reply
+        return Claim(self._claimed(app_id, rows), None if at is None else float(at))
 
     def _excluded(self, app_id: str, exclude: Collection[int]) -> list[int]:
         """``exclude`` and the deliveries whose attempt is being recorded: not due again yet."""
