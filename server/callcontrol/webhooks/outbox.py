@@ -689,7 +689,9 @@ class SqliteOutbox:
                 "SELECT seq, event_id, app_id, session_id, body, next_attempt_at, round_started_at,"  # noqa: S608
                 " round_attempts, attempts FROM deliveries INDEXED BY deliveries_due"
                 " WHERE app_id = ? AND status = 'pending' AND head = 1"
-                f" AND seq NOT IN ({_placeholders(exclude)}) ORDER BY next_attempt_at, seq LIMIT ?",
+                # A != per seq in flight, not NOT IN (...): no IN list is built for each run.
+                + " AND seq != ?" * len(exclude)
+                + " ORDER BY next_attempt_at, seq LIMIT ?",
                 (app_id, *exclude, limit),
             )
             due: list[DueDelivery] = []
