@@ -7,6 +7,7 @@ store has (SQLite's file, WAL and query plans) takes ``sqlite_outbox``.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +146,37 @@ async def test_a_claim_takes_the_due_heads_and_says_when_the_next_one_is_due(out
     early = await outbox.claim("a", 50.0, 10, ())
     assert (early.due, early.next_at) == ([], 100.0)
     assert (await outbox.claim("b", 1000.0, 10, ())).next_at is None
+
+
+async def test_a_claim_answers_exactly_what_due_then_next_due_did(outbox: Outbox) -> None:
+    """On heads due before, at and after ``now``, retries with sessions waiting behind them,
+    two applications, and exclusions."""
+    rng = random.Random(7)
+    for i in range(60):
+        at = float(rng.randrange(90, 110))
+        outbox.add(_new(f"e{i}", session=f"s{rng.randrange(12)}", app_id=rng.choice("ab"), at=at))
+    for app_id in "ab":
+        for head in outbox.due(app_id, 1000.0, 100)[::2]:
+            if rng.random() < 0.3:
+                outbox.record_attempt(head.seq, _attempt(Outcome.DELIVERED), last_error="")
+            else:  # due again before, at or after now (100.0), some at the same time
+                at = float(rng.choice([95, 100, 100, 104, 150, 150, 300]))
+                outbox.record_attempt(head.seq, _attempt(Outcome.RETRY), next_attempt_at=at, last_error="x")
+    if isinstance(outbox, RedisOutbox):
+        await outbox.flush()  # the records are stored: due no longer leaves them out
+    answered = 0
+    for app_id in "abz":
+        heads = [d.seq for d in outbox.due(app_id, 10_000.0, 100)]
+        for now in (0.0, 99.0, 100.0, 104.0, 149.9, 150.0, 10_000.0):
+            for limit in (1, 2, 3, 5, 100):
+                for exclude in ((), heads[:1], heads[1:4], heads[::2], heads, [10_001]):
+                    due = outbox.due(app_id, now, limit, exclude)
+                    rest = [*exclude, *(d.seq for d in due)]
+                    next_at = None if len(due) == limit else outbox.next_due(app_id, rest)
+                    claim = await outbox.claim(app_id, now, limit, exclude)
+                    assert (list(claim.due), claim.next_at) == (due, next_at), (app_id, now, limit, exclude)
+                    answered += bool(due) + (next_at is not None)
+    assert answered > 200  # both halves of the answer are exercised, not just empty ones
 
 
 def test_applications_do_not_see_each_others_rows(outbox: Outbox) -> None:
@@ -347,6 +379,7 @@ def test_hot_path_statements_seek_indexes_and_never_scan(sqlite_outbox: SqliteOu
     sqlite_outbox.add(_new("e1", session="s1"))
     due = sqlite_outbox.due("a", 1000.0, 4, exclude=[1, 2])
     sqlite_outbox.next_due("a", exclude=[1])
+    asyncio.run(sqlite_outbox.claim("a", 1000.0, 4, exclude=[1, 2]))
     sqlite_outbox.record_attempt(due[0].seq, _attempt(Outcome.RETRY), next_attempt_at=5.0, last_error="")
     sqlite_outbox.record_attempt(due[1].seq, _attempt(Outcome.DELIVERED), last_error="")
     sqlite_outbox.get("a", "e1")

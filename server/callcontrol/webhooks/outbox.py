@@ -24,7 +24,7 @@ Why SQLite, and how:
   next one in the same transaction, so the invariant holds across crashes.
 * Attempts are group-committed: ``record_attempt`` writes inside a
   transaction that stays open until the end of the event-loop turn, or until
-  the next other call on the outbox (``due`` above all), whichever comes
+  the next other call on the outbox (``claim`` above all), whichever comes
   first. Attempts that end together (a lane of 16 draining a backlog) then
   share one commit: about a third of the WAL pages and half the SQLite time
   per attempt. Nothing is claimed, listed or counted before the attempts written
@@ -678,11 +678,30 @@ class SqliteOutbox:
         return None if row is None else float(row[0])
 
     async def claim(self, app_id: str, now: float, limit: int, exclude: Collection[int]) -> Claim:
-        """``due``, then ``next_due`` unless every slot is taken; returns without waiting."""
-        due = self.due(app_id, now, limit, exclude)
-        if len(due) == limit:
+        """``due``, then ``next_due`` unless every slot is taken, in one query; returns without
+        waiting. The heads come in due order without a bound on ``now``: the first one not yet
+        due is ``next_at`` and ends the read, so no row after it is fetched."""
+        self._flush()
+        cursor = self._db.cursor()
+        cursor.row_factory = None  # tuples: no Row object per row
+        try:
+            cursor.execute(
+                "SELECT seq, event_id, app_id, session_id, body, next_attempt_at, round_started_at,"  # noqa: S608
+                " round_attempts, attempts FROM deliveries INDEXED BY deliveries_due"
+                " WHERE app_id = ? AND status = 'pending' AND head = 1"
+                # A != per seq in flight, not NOT IN (...): no IN list is built for each run.
+                + " AND seq != ?" * len(exclude)
+                + " ORDER BY next_attempt_at, seq LIMIT ?",
+                (app_id, *exclude, limit),
+            )
+            due: list[DueDelivery] = []
+            for row in cursor:
+                if row[5] > now:
+                    return Claim(due, float(row[5]))
+                due.append(DueDelivery(*row))
             return Claim(due, None)
-        return Claim(due, self.next_due(app_id, [*exclude, *(d.seq for d in due)]))
+        finally:
+            cursor.close()  # an unfinished statement would hold its read transaction open
 
     def pending_count(self) -> int:
         self._flush()
