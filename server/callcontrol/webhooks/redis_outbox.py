@@ -252,50 +252,10 @@ _DUE_FIELDS = (
     "attempts",
 )
 
+# The due heads of an application, into ``out``; each claimed one joins ``skip``.
 # ARGV: prefix, app, lease token, now, limit, excluded seqs...
 # Nothing is due to a replica that does not hold the application's lease.
-_DUE = (
-    _LUA_HELPERS
-    + """
-local app, limit = ARGV[2], tonumber(ARGV[5])
-if redis.call('GET', p .. 'lease:' .. app) ~= ARGV[3] then return false end
-local skip = {}
-for i = 6, #ARGV do skip[tonumber(ARGV[i])] = true end
-local want = limit + #ARGV - 5
-local members = redis.call('ZRANGEBYSCORE', p .. 'due:' .. app, '-inf', ARGV[4], 'LIMIT', 0, want)
-local out = {}
-for _, m in ipairs(members) do
-    local seq = tonumber(m)
-    if not skip[seq] and #out < limit then
-        local row = redis.call('HMGET', p .. 'd:' .. seq, """
-    + ", ".join(f"'{name}'" for name in _DUE_FIELDS)
-    + """)
-        table.insert(row, 1, seq)
-        table.insert(out, row)
-    end
-end
-return out
-"""
-)
-
-# ARGV: prefix, app, excluded seqs...
-_NEXT_DUE = (
-    _LUA_HELPERS
-    + """
-local skip = {}
-for i = 3, #ARGV do skip[tonumber(ARGV[i])] = true end
-local members = redis.call('ZRANGE', p .. 'due:' .. ARGV[2], 0, #ARGV - 2, 'WITHSCORES')
-for i = 1, #members, 2 do
-    if not skip[tonumber(members[i])] then return members[i + 1] end
-end
-return false
-"""
-)
-
-# ``_DUE``, then ``_NEXT_DUE`` of what is left unless ``limit`` heads were
-# claimed: one round trip. Returns {rows, next time or false}; false without the lease.
-# ARGV: prefix, app, lease token, now, limit, excluded seqs...
-_CLAIM = (
+_DUE_HEADS = (
     _LUA_HELPERS
     + """
 local app, limit = ARGV[2], tonumber(ARGV[5])
@@ -316,6 +276,30 @@ for _, m in ipairs(members) do
         skip[seq] = true
     end
 end
+"""
+)
+
+_DUE = _DUE_HEADS + "return out\n"
+
+# ARGV: prefix, app, excluded seqs...
+_NEXT_DUE = (
+    _LUA_HELPERS
+    + """
+local skip = {}
+for i = 3, #ARGV do skip[tonumber(ARGV[i])] = true end
+local members = redis.call('ZRANGE', p .. 'due:' .. ARGV[2], 0, #ARGV - 2, 'WITHSCORES')
+for i = 1, #members, 2 do
+    if not skip[tonumber(members[i])] then return members[i + 1] end
+end
+return false
+"""
+)
+
+# ``_DUE``, then ``_NEXT_DUE`` of what is left unless ``limit`` heads were
+# claimed: one round trip. Returns {rows, next time or false}; false without the lease.
+_CLAIM = (
+    _DUE_HEADS
+    + """
 if #out == limit then return {out, false} end
 local heads = redis.call('ZRANGE', key, 0, skipped + #out, 'WITHSCORES')
 for i = 1, #heads, 2 do
