@@ -214,6 +214,10 @@ class _Session(OutboundSession):  # type: ignore[misc]  # greenswitch is untyped
         # and an 8 kB buffer per call, and the real socket right after.
         super().__init__(address, _SocketForConstructor())
         self.sock = sock
+        # greenswitch's own event dispatch (its queue, the poller that drains it, the handler
+        # lists) is never used: our reader routes every frame. Its queue alone held about
+        # 2.5 kB per live call; with None, a path that still reached it would fail loudly.
+        self._esl_event_queue = None
 
     # -- greenswitch hooks ------------------------------------------------
     def start_event_handlers(self) -> None:
