@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from callcontrol.events import CallInitiated, Subscription
 from callcontrol.gateway import Gateway
@@ -60,9 +61,7 @@ async def test_a_live_call_holds_no_file_object_over_its_socket(
     """greenswitch's constructor builds a makefile() reader that nothing reads; none is built."""
     import io
 
-    call = await simulator.place_call()
-    await next_event(events, CallInitiated, call.uuid)
-    session = gateway.control._calls[call.uuid].channel._session
+    session = await _live_session(gateway, simulator, events)
     assert not isinstance(session.sock_file, io.IOBase)
     assert session.sock.fileno() >= 0  # the socket itself is the call's
 
@@ -74,9 +73,7 @@ async def test_a_live_call_holds_no_greenswitch_event_queue(
     reader replaces; it is not kept for the call's life (about 2.5 kB per call)."""
     import gevent.queue
 
-    call = await simulator.place_call()
-    await next_event(events, CallInitiated, call.uuid)
-    session = gateway.control._calls[call.uuid].channel._session
+    session = await _live_session(gateway, simulator, events)
     assert not isinstance(session._esl_event_queue, gevent.queue.Queue)
 
 
@@ -87,9 +84,7 @@ async def test_a_live_calls_reader_holds_no_received_bytes_while_it_waits(
     that wait (the set-up replies, a few kB) stayed in memory as long as the call."""
     import concurrent.futures
 
-    call = await simulator.place_call()
-    await next_event(events, CallInitiated, call.uuid)
-    reader = gateway.control._calls[call.uuid].channel._session._receive_events_greenlet
+    reader = (await _live_session(gateway, simulator, events))._receive_events_greenlet
     held: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
     # A greenlet's frames are read on its own (the gevent) thread, where it is suspended.
     gateway.link.submit_nowait(lambda: held.set_result(_bytes_on_stack(reader)))
@@ -108,3 +103,10 @@ def _bytes_on_stack(greenlet: object) -> list[str]:
         ]
         frame = frame.f_back
     return found
+
+
+async def _live_session(gateway: Gateway, simulator: FreeSwitchSimulator, events: Subscription) -> Any:
+    """The Event Socket session (greenswitch's, as the link extends it) of a new live call."""
+    call = await simulator.place_call()
+    await next_event(events, CallInitiated, call.uuid)
+    return gateway.control._calls[call.uuid].channel._session

@@ -52,6 +52,7 @@ lost silently).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -660,18 +661,26 @@ class RedisOutbox:
 
     async def flush(self) -> None:
         """Wait until every event and attempt queued before this call is stored or reported lost."""
-        loop = asyncio.get_running_loop()
-        reached: asyncio.Future[None] = loop.create_future()
+        with contextlib.suppress(OutboxError):  # closed: nothing can be queued any more
+            await self._through_writer(None, [], "")
 
-        def arrived(_: Any) -> None:
-            if not reached.done():
-                reached.set_result(None)
+    async def _through_writer(self, script: Script | None, args: list[Any], what: str) -> Any:
+        """Run ``script`` behind everything queued for the writer; its reply (or OutboxError).
+
+        ``script`` None: only wait for what was queued before.
+        """
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+
+        def arrived(reply: Any) -> None:
+            if not answer.done():
+                answer.set_result(reply)
 
         try:
-            self._writer.put(_Queued(None, [], "", arrived, loop))
-        except OutboxError:
-            return  # closed: nothing can be queued any more
-        await reached
+            self._writer.put(_Queued(script, args, what, arrived, loop))
+        except OutboxError as exc:
+            raise OutboxError(f"{what}: {exc}") from exc
+        return await answer
 
     def add(self, new: NewDelivery) -> bool:
         """Store one event; returns once Redis acknowledged it. False if its id was stored already."""
@@ -789,17 +798,10 @@ class RedisOutbox:
 
     def due(self, app_id: str, now: float, limit: int, exclude: Collection[int] = ()) -> list[DueDelivery]:
         """Session heads of one application due by ``now``; none without its lease."""
-        failure = self._record_failures.pop(app_id, None)
-        if failure is not None:
-            raise failure
-        token = self._lease_token(app_id)
-        if token is None:
+        asked = self._claim_args(app_id, now, limit, exclude)
+        if asked is None:
             return []
-        rows = self._call(
-            f"claiming webhooks of {app_id}",
-            self._due,
-            args=[self.prefix, app_id, token, repr(now), limit, *self._excluded(app_id, exclude)],
-        )
+        rows = self._call(f"claiming webhooks of {app_id}", self._due, args=asked[1])
         if rows is None:
             return []  # the lease went in the meantime; leases.py notices on its next turn
         return self._claimed(app_id, rows)
@@ -838,26 +840,11 @@ class RedisOutbox:
     async def claim(self, app_id: str, now: float, limit: int, exclude: Collection[int]) -> Claim:
         """``due`` and ``next_due`` in one round trip, through the writer: the loop waits for
         none of it, and the claim sees every attempt queued before it recorded."""
-        failure = self._record_failures.pop(app_id, None)
-        if failure is not None:
-            raise failure
-        token = self._lease_token(app_id)
-        if token is None:
+        asked = self._claim_args(app_id, now, limit, exclude)
+        if asked is None:
             return Claim((), None)
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Any] = loop.create_future()
-
-        def arrived(reply: Any) -> None:
-            if not answer.done():
-                answer.set_result(reply)
-
-        what = f"claiming webhooks of {app_id}"
-        args = [self.prefix, app_id, token, repr(now), limit, *self._excluded(app_id, exclude)]
-        try:
-            self._writer.put(_Queued(self._claim, args, what, arrived, loop))
-        except OutboxError as exc:
-            raise OutboxError(f"{what}: {exc}") from exc
-        reply = await answer
+        token, args = asked
+        reply = await self._through_writer(self._claim, args, f"claiming webhooks of {app_id}")
         if isinstance(reply, OutboxError):
             raise reply
         # Nothing without the lease, nor if it went while the claim was on its way
@@ -866,6 +853,21 @@ class RedisOutbox:
             return Claim((), None)
         rows, at = reply
         return Claim(self._claimed(app_id, rows), None if at is None else float(at))
+
+    def _claim_args(
+        self, app_id: str, now: float, limit: int, exclude: Collection[int]
+    ) -> tuple[str, list[Any]] | None:
+        """The lease token and the arguments of a claim script; None without the lease.
+
+        Raises the failure of an attempt record of ``app_id`` not reported yet (its lane backs off).
+        """
+        failure = self._record_failures.pop(app_id, None)
+        if failure is not None:
+            raise failure
+        token = self._lease_token(app_id)
+        if token is None:
+            return None
+        return token, [self.prefix, app_id, token, repr(now), limit, *self._excluded(app_id, exclude)]
 
     def _excluded(self, app_id: str, exclude: Collection[int]) -> list[int]:
         """``exclude`` and the deliveries whose attempt is being recorded: not due again yet."""
